@@ -1,0 +1,68 @@
+"""Ground floor: frozen attrs data types and the one cattrs converter. No I/O."""
+
+from .agent import Agent, AgentContext, Block, Message, Role, ToolCall, ToolOutput, ToolSpec
+from .converter import converter, event_to_dict
+from .events import (
+    TERMINAL_EVENTS,
+    Custom,
+    Event,
+    Retrying,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    StateEntered,
+    TextDelta,
+    ToolCallStarted,
+    ToolResult,
+    Usage,
+)
+from .runs import TERMINAL_STATUSES, ErrorInfo, RunRecord, RunStatus
+from .workflow import (
+    Branch,
+    Durability,
+    GuardDef,
+    Hooks,
+    Limits,
+    ParamValue,
+    RetryPolicy,
+    StateDef,
+    Workflow,
+)
+
+__all__ = [
+    "TERMINAL_EVENTS",
+    "TERMINAL_STATUSES",
+    "Agent",
+    "AgentContext",
+    "Block",
+    "Branch",
+    "Custom",
+    "Durability",
+    "ErrorInfo",
+    "Event",
+    "GuardDef",
+    "Hooks",
+    "Limits",
+    "Message",
+    "ParamValue",
+    "RetryPolicy",
+    "Retrying",
+    "Role",
+    "RunFailed",
+    "RunFinished",
+    "RunRecord",
+    "RunStarted",
+    "RunStatus",
+    "StateDef",
+    "StateEntered",
+    "TextDelta",
+    "ToolCall",
+    "ToolCallStarted",
+    "ToolOutput",
+    "ToolResult",
+    "ToolSpec",
+    "Usage",
+    "Workflow",
+    "converter",
+    "event_to_dict",
+]

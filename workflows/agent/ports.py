@@ -1,0 +1,78 @@
+"""Ports of the agent loop: agent storage and tools. Adapters implement them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from loopwright.schemas import Agent, AgentContext, Block, Message, ToolOutput, ToolSpec
+
+
+class AgentStore(Protocol):
+    """Agents, memory blocks and the message log.
+
+    Contract (tests/contracts/agent_store.py runs it on every implementation):
+    - Message writes are idempotent by id: a message whose id is stored is skipped, so a
+      replayed step never duplicates data. Order is insertion order.
+    - `append_messages` is one transaction: all new messages and the in-context update, or none.
+    - Every change of blocks or of the in-context list bumps `Agent.version`.
+    - The log only grows: messages leave the context, never the store.
+    """
+
+    async def create_agent(self, agent: Agent, blocks: Sequence[Block] = ()) -> Agent:
+        """Insert an agent and its blocks. Raises: AgentExistsError (name taken)."""
+        ...
+
+    async def get_agent(self, name_or_id: str) -> Agent:
+        """Look up by name, then id. Raises: AgentNotFoundError."""
+        ...
+
+    async def list_agents(self) -> Sequence[Agent]:
+        """All agents, by name."""
+        ...
+
+    async def delete_agent(self, agent_id: str) -> None:
+        """Delete an agent with its blocks and messages. Raises: AgentNotFoundError."""
+        ...
+
+    async def put_block(self, agent_id: str, block: Block) -> Agent:
+        """Insert or replace a block by label; returns the agent at its new version."""
+        ...
+
+    async def append_messages(
+        self, agent_id: str, messages: Sequence[Message], *, in_context: bool = True
+    ) -> Agent:
+        """Store messages (skipping ids already stored) and, when `in_context`, append their
+        ids to the in-context list; returns the agent at its new version."""
+        ...
+
+    async def set_context(
+        self, agent_id: str, message_ids: Sequence[str], *, expected_version: int
+    ) -> Agent:
+        """Replace the in-context list (summarisation) if the agent is still at
+        `expected_version`. Raises: VersionConflictError."""
+        ...
+
+    async def load_context(self, agent_id: str) -> AgentContext:
+        """The agent, its blocks and its in-context messages, in order."""
+        ...
+
+    async def list_messages(
+        self, agent_id: str, *, limit: int | None = None, before: str | None = None
+    ) -> Sequence[Message]:
+        """Stored log in insertion order; `before`/`limit` page backwards from the end."""
+        ...
+
+
+class Toolbox(Protocol):
+    """The tools of one agent."""
+
+    def specs(self) -> Sequence[ToolSpec]:
+        """Tools as offered to the model (before the loop's schema transforms)."""
+        ...
+
+    async def call(self, name: str, arguments: Mapping[str, Any]) -> ToolOutput:
+        """Run one call. Never raises for tool problems: unknown tool, arguments that do not
+        match the schema, an exception, a timeout or an unserialisable result all become
+        `ToolOutput(status="error", content=<what the model should know>)`."""
+        ...
