@@ -7,6 +7,8 @@ from typing import Any
 
 from attrs import frozen
 
+from loopwright.schemas import ErrorInfo
+
 from .ports import Clock, IdSource
 
 _UNSET: Any = object()
@@ -14,10 +16,17 @@ _UNSET: Any = object()
 
 @frozen
 class Outcome:
-    """A handler's result: the outcome name and, optionally, the run's new data."""
+    """A handler's result: the outcome name and, optionally, the run's new data.
+
+    `error` marks the run as failed when it reaches a final state (the handler handled the
+    failure, e.g. stored partial text, and lets the workflow finish); `stop_reason` overrides
+    the terminal event's stop reason (default `final`).
+    """
 
     name: str
     data: Any = _UNSET
+    error: ErrorInfo | None = None
+    stop_reason: str | None = None
 
     @property
     def has_data(self) -> bool:
