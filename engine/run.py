@@ -82,6 +82,7 @@ class Run:
         self._pending_save: asyncio.Future[None] | None = None
         self._caps = limits_of(compiled.workflow.limits, record.params)
         self._gen: AsyncIterator[Event] | None = None
+        self._stepping = False
 
     @property
     def id(self) -> str:
@@ -164,7 +165,8 @@ class Run:
         while max_states is None or done < max_states:
             sd = wf.states[self.record.state]
             if sd.final:
-                raise _Stop(await self._finish(self.record.stop_reason or "final"))
+                reason = self.record.stop_reason or sd.stop_reason or "final"
+                raise _Stop(await self._finish(reason))
             if foreground and sd.background and self.record.status == "running":
                 await self._enter_background()
                 return
@@ -304,7 +306,12 @@ class Run:
             stop_reason=outcome.stop_reason or self.record.stop_reason,
             updated_at=self._engine.clock.now(),
         )
-        await self._checkpoint(rec)
+        if self._stepping:
+            await self._checkpoint(rec, force=True)
+        elif sd.checkpoint:
+            await self._checkpoint(rec)
+        else:
+            self.record = rec  # replayed from the previous checkpoint after a crash
         max_transitions = self._caps[1]
         if max_transitions is not None and counters["transitions"] >= max_transitions:
             if not self._compiled.workflow.states[target].final:
@@ -332,9 +339,9 @@ class Run:
             return self._data
         return converter.unstructure(self._data, self._compiled.data_type)
 
-    async def _checkpoint(self, rec: RunRecord) -> None:
+    async def _checkpoint(self, rec: RunRecord, *, force: bool = False) -> None:
         self.record = rec
-        mode = self._compiled.workflow.durability
+        mode = "sync" if force else self._compiled.workflow.durability
         if mode == "exit":
             return
         if self._pending_save is not None:
@@ -413,6 +420,7 @@ class Run:
     async def step(self) -> None:
         """Execute exactly one state (or write the terminal record) and checkpoint it."""
         self._iterated = True
+        self._stepping = True
         async for _ in self._drive(foreground=False, max_states=1):
             pass
 

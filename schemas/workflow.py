@@ -71,6 +71,11 @@ class StateDef:
     """A final state ends the run; it has no handler and no transitions."""
     step: bool = False
     """Entering this state counts one step (see `limits.max_steps`)."""
+    checkpoint: bool = True
+    """Write a checkpoint after this state; `false` for pure states that are cheap to
+    replay (the next checkpoint covers them; a crash re-runs them)."""
+    stop_reason: str | None = None
+    """For a final state: the stop reason of runs ending here (default `final`)."""
     hooks: Hooks = field(factory=Hooks)
     """User hooks attached to this state."""
     description: str = ""

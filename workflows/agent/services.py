@@ -1,0 +1,116 @@
+"""What the agent loop's handlers share: ports, and the per-agent context cache."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from loopwright.engine.ports import LLM
+from loopwright.schemas import Agent, AgentContext, Message
+
+from .ports import AgentStore, Toolbox
+from .prompt import compile_system_prompt
+from .request import to_openai
+from .tool_schema import prepare_tools
+
+
+@attrs.frozen
+class CachedContext:
+    """An agent's context at one version, with its wire form built once."""
+
+    version: int
+    system: str
+    context: AgentContext
+    wire: tuple[dict[str, Any], ...]
+
+
+class AgentServices:
+    """The agent loop's injected services (`Engine(services={"agent": AgentServices(...)})`).
+
+    The context cache keeps, per agent, the compiled system prompt and the in-context messages
+    in wire form, keyed by the agent's version: the work before a request is O(new messages)
+    while the version is unchanged, and one reload when something else changed the agent.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: AgentStore,
+        llm: LLM,
+        toolbox_for: Callable[[Agent], Toolbox],
+    ) -> None:
+        self.store = store
+        self.llm = llm
+        self._toolbox_for = toolbox_for
+        self._contexts: dict[str, CachedContext] = {}
+        self._toolboxes: dict[tuple[str, tuple[str, ...]], Toolbox] = {}
+        self._tools: dict[tuple[str, tuple[str, ...], bool, bool], list[dict[str, Any]]] = {}
+        self.input_writes: dict[str, asyncio.Task[Any]] = {}
+
+    async def context(self, agent: Agent) -> CachedContext:
+        """The agent's context, reloaded only when its version moved."""
+        cached = self._contexts.get(agent.id)
+        if cached is not None and cached.version == agent.version:
+            return cached
+        context = await self.store.load_context(agent.id)
+        cached = CachedContext(
+            version=context.agent.version,
+            system=compile_system_prompt(context),
+            context=context,
+            wire=tuple(to_openai(m) for m in context.messages),
+        )
+        self._contexts[agent.id] = cached
+        return cached
+
+    def cached(self, agent_id: str) -> CachedContext | None:
+        """The cached context, if any."""
+        return self._contexts.get(agent_id)
+
+    def appended(self, agent: Agent, messages: Sequence[Message]) -> None:
+        """Record that `messages` joined the context and the agent is now at `agent.version`.
+
+        The system prompt does not change: its counts (stored vs in context) grow together.
+        """
+        cached = self._contexts.get(agent.id)
+        if cached is None:
+            return
+        known = {m.id for m in cached.context.messages}
+        new = [m for m in messages if m.id not in known]
+        context = attrs.evolve(
+            cached.context,
+            agent=agent,
+            messages=(*cached.context.messages, *new),
+            total_messages=cached.context.total_messages + len(new),
+        )
+        self._contexts[agent.id] = CachedContext(
+            version=agent.version,
+            system=cached.system,
+            context=context,
+            wire=(*cached.wire, *(to_openai(m) for m in new)),
+        )
+
+    def forget(self, agent_id: str) -> None:
+        """Drop an agent's cached context (after an outside change)."""
+        self._contexts.pop(agent_id, None)
+
+    def toolbox(self, agent: Agent) -> Toolbox:
+        """The agent's toolbox, built once per tool list."""
+        key = (agent.id, agent.tools)
+        box = self._toolboxes.get(key)
+        if box is None:
+            box = self._toolboxes[key] = self._toolbox_for(agent)
+        return box
+
+    def tools_payload(self, agent: Agent, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """OpenAI `tools` entries for the agent, transformed once per configuration."""
+        pre_exec = bool(params.get("pre_exec_msg", True))
+        strict = bool(params.get("strict_tools", False))
+        key = (agent.id, agent.tools, pre_exec, strict)
+        tools = self._tools.get(key)
+        if tools is None:
+            specs = self.toolbox(agent).specs()
+            tools = self._tools[key] = prepare_tools(specs, pre_exec_msg=pre_exec, strict=strict)
+        return tools
