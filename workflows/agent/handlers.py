@@ -137,8 +137,14 @@ async def stream(ctx: RunContext) -> AsyncIterator[Any]:
     yield _streamed(ctx, data, result, speech)
 
 
-def _assistant(ctx: RunContext, data: TurnData, text: str, calls: Sequence[ToolCall],
-               *, incomplete: bool = False) -> Message:
+def _assistant(
+    ctx: RunContext,
+    data: TurnData,
+    text: str,
+    calls: Sequence[ToolCall],
+    *,
+    incomplete: bool = False,
+) -> Message:
     return Message(
         id=ctx.ids.new_id("msg"),
         role="assistant",
@@ -159,12 +165,12 @@ def _streamed(ctx: RunContext, data: TurnData, result: FoldResult, speech: Speec
     return Outcome(result.outcome, data=new)
 
 
-def _failed(ctx: RunContext, data: TurnData, fold: StreamFold, speech: SpeechJoiner,
-            err: LLMError) -> Outcome:
+def _failed(
+    ctx: RunContext, data: TurnData, fold: StreamFold, speech: SpeechJoiner, err: LLMError
+) -> Outcome:
     # Calls whose arguments were cut off cannot run; keep only the text the client heard.
     message = _assistant(ctx, data, fold.text, (), incomplete=True)
-    new = attrs.evolve(data, assistant=message, spoken=speech.turn_text, failed=True,
-                       request=None)
+    new = attrs.evolve(data, assistant=message, spoken=speech.turn_text, failed=True, request=None)
     error = ErrorInfo(code=err.code, message=err.message, retryable=err.retryable)
     return Outcome("failed", data=new, error=error)
 
@@ -200,10 +206,18 @@ async def execute_tools(ctx: RunContext) -> AsyncIterator[Any]:
     outputs = await run_calls(toolbox, calls, ctx.params)
     messages = []
     for call, output, content in outputs:
-        messages.append(Message(
-            id=ctx.ids.new_id("msg"), role="tool", content=content, tool_call_id=call.id,
-            name=call.name, run_id=ctx.run_id, step=data.step, created_at=ctx.clock.now(),
-        ))
+        messages.append(
+            Message(
+                id=ctx.ids.new_id("msg"),
+                role="tool",
+                content=content,
+                tool_call_id=call.id,
+                name=call.name,
+                run_id=ctx.run_id,
+                step=data.step,
+                created_at=ctx.clock.now(),
+            )
+        )
         yield ToolResult(call.id, call.name, output.status, output.content)
     yield Outcome("next", data=attrs.evolve(data, tool_messages=tuple(messages)))
 

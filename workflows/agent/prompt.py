@@ -14,8 +14,8 @@ def render_blocks(blocks: Sequence[Block]) -> str:
     """Memory blocks as the model sees them: label, `chars/limit`, description and value."""
     parts = ["<memory_blocks>"]
     for block in blocks:
-        parts.append(f'<{block.label} characters="{len(block.value)}/{block.limit}"'
-                     f'{" read_only=\"true\"" if block.read_only else ""}>')
+        flag = ' read_only="true"' if block.read_only else ""
+        parts.append(f'<{block.label} characters="{len(block.value)}/{block.limit}"{flag}>')
         if block.description:
             parts.append(f"<description>{block.description}</description>")
         parts.append(f"<value>{block.value}</value>")

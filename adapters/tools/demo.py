@@ -1,0 +1,20 @@
+"""Tools of the demo agent (`loopwright demo`): deterministic, no network."""
+
+from __future__ import annotations
+
+_FORECASTS = {
+    "paris": ("light rain", 14),
+    "london": ("overcast", 12),
+    "tokyo": ("clear skies", 19),
+    "new york": ("sunny", 22),
+}
+
+
+def get_weather(city: str) -> dict[str, object]:
+    """Look up today's weather for a city.
+
+    Args:
+        city: The city name, e.g. "Paris".
+    """
+    sky, celsius = _FORECASTS.get(city.strip().lower(), ("mild and dry", 17))
+    return {"city": city, "forecast": sky, "temperature_c": celsius}

@@ -1,0 +1,137 @@
+"""The composition root: the one place that meets every floor and builds a running app."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from loopwright.engine import Compiled, Engine, Registry, Run
+from loopwright.engine.ports import LLM
+from loopwright.schemas import Agent, Block, Message
+from loopwright.workflows import AGENT_LOOP, registry, workflow_path
+from loopwright.workflows.agent.services import AgentServices
+from loopwright.workflows.agent.turn import TurnData, TurnInput
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///loopwright.db"
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """Where the data lives and which LLM endpoint to call (environment by default)."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    """`LOOPWRIGHT_DATABASE_URL`: SQLite file (default) or PostgreSQL."""
+    base_url: str | None = None
+    """`OPENAI_BASE_URL`: any OpenAI-compatible endpoint."""
+    api_key: str | None = None
+    """`OPENAI_API_KEY`."""
+    transport: str = "aiohttp"
+    """`LOOPWRIGHT_LLM_TRANSPORT`: `aiohttp` (fast path) or `sdk`."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from environment variables, then explicit overrides."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {
+            "database_url": env.get("LOOPWRIGHT_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            "base_url": env.get("OPENAI_BASE_URL") or None,
+            "api_key": env.get("OPENAI_API_KEY") or None,
+            "transport": env.get("LOOPWRIGHT_LLM_TRANSPORT") or "aiohttp",
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _toolbox_for(agent: Agent) -> Any:
+    from loopwright.adapters.tools.python import PythonToolbox
+
+    return PythonToolbox.from_modules(list(agent.tools))
+
+
+class App:
+    """A store, an LLM client, an engine and the agent loop's services, wired together."""
+
+    def __init__(self, *, store: Any, llm: LLM, engine: Engine, services: AgentServices,
+                 registry: Registry) -> None:
+        self.store = store
+        self.llm = llm
+        self.engine = engine
+        self.agents = services
+        self.registry = registry
+        self._compiled: dict[str, Compiled] = {}
+
+    @classmethod
+    async def open(cls, settings: Settings | None = None, *, llm: LLM | None = None,
+                   store: Any = None, **engine_kw: Any) -> App:
+        """Open the store (creating its schema when missing) and build the app."""
+        settings = settings or Settings.from_env()
+        if store is None:
+            from loopwright.adapters.storage.sql import open_store
+
+            store = await open_store(settings.database_url)
+        if llm is None:
+            from loopwright.adapters.llm.openai_llm import OpenAILLM
+
+            llm = OpenAILLM(base_url=settings.base_url, api_key=settings.api_key or "unset",
+                            transport=settings.transport)  # type: ignore[arg-type]
+        services = AgentServices(store=store, llm=llm, toolbox_for=_toolbox_for)
+        engine = Engine(store=store, services={"agent": services}, **engine_kw)
+        app = cls(store=store, llm=llm, engine=engine, services=services, registry=registry())
+        app.workflow(AGENT_LOOP)
+        return app
+
+    async def aclose(self) -> None:
+        """Let background work finish (briefly), then close the LLM client and the store."""
+        await self.engine.aclose()
+        await self.llm.aclose()
+        await self.store.aclose()
+
+    async def __aenter__(self) -> App:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def workflow(self, ref: str) -> Compiled:
+        """A packaged workflow by name, or a workflow file by path; validated once."""
+        compiled = self._compiled.get(ref)
+        if compiled is None:
+            from loopwright.engine.validate import load_and_validate
+
+            path = Path(ref) if ("/" in ref or ref.endswith((".toml", ".yaml", ".yml", ".json"))) \
+                else workflow_path(ref)
+            compiled = load_and_validate(path, self.registry)
+            self.engine.add_workflow(compiled)
+            self._compiled[ref] = compiled
+        return compiled
+
+    async def create_agent(self, agent: Agent, blocks: Sequence[Block] = ()) -> Agent:
+        """Create an agent after checking that its workflow and tools load."""
+        self.workflow(agent.workflow)
+        if agent.tools:
+            _toolbox_for(agent)
+        return await self.store.create_agent(agent, blocks)  # type: ignore[no-any-return]
+
+    async def turn(self, agent_ref: str, text: str | None = None, *,
+                   messages: Sequence[Message] = (), params: Mapping[str, Any] | None = None,
+                   client_tools: Sequence[Mapping[str, Any]] = ()) -> Run:
+        """Start one turn of an agent: `text` becomes a user message with a fresh id."""
+        from loopwright.schemas import converter
+
+        agent = await self.store.get_agent(agent_ref)
+        compiled = self.workflow(agent.workflow)
+        run_id = self.engine.ids.new_id("run")
+        new = [attrs.evolve(m, run_id=m.run_id or run_id) for m in messages]
+        if text is not None:
+            new.append(Message(id=self.engine.ids.new_id("msg"), role="user", content=text,
+                               run_id=run_id, created_at=self.engine.clock.now()))
+        turn = TurnInput(agent=agent.id, messages=tuple(new),
+                         client_tools=tuple(dict(t) for t in client_tools))
+        return self.engine.start(
+            compiled, converter.unstructure(turn), params={**agent.params, **(params or {})},
+            data=TurnData(agent_id=agent.id), key=agent.id, run_id=run_id,
+        )
