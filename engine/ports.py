@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, Protocol
 
 from loopwright.schemas import RunRecord
@@ -71,7 +71,7 @@ class LLM(Protocol):
     object inside a chunk. Closing the iterator early aborts the HTTP request.
     """
 
-    def stream(self, body: Mapping[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    def stream(self, body: Mapping[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         """Stream a `stream: true` request; `body` is the request body."""
         ...
 
