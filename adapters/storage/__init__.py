@@ -1,0 +1,1 @@
+"""Storage adapters: `sql.SqlStore` (SQLite, PostgreSQL). Import the submodule you use."""
