@@ -68,6 +68,11 @@ class WorkflowMachine:
                     )
         self._events = self._machine.events
 
+    def enter_initial(self, ctx: Any) -> None:
+        """Run the initial state's `on_enter` hooks (transitions only runs them on entry)."""
+        for ref in self.compiled.workflow.states[self.compiled.workflow.initial].hooks.on_enter:
+            self.compiled.hooks[ref](ctx)
+
     def fire(self, state: str, outcome: str, ctx: Any) -> str:
         """Take the transition for `outcome` from `state`; return the new state.
 

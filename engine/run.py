@@ -276,9 +276,14 @@ class Run:
         )
 
     async def _begin(self) -> None:
-        if self._resumed or self._compiled.workflow.durability == "exit":
+        if self._resumed:
             return
-        await self._engine.store.create(self.record)
+        try:
+            self._machine.enter_initial(self._ctx(1))
+        except Exception as err:  # a user hook raised
+            raise _Stop(await self._fail("hook_error", f"{type(err).__name__}: {err}")) from err
+        if self._compiled.workflow.durability != "exit":
+            await self._engine.store.create(self.record)
 
     async def _transition(self, sd: StateDef, outcome: Outcome) -> None:
         state = self.record.state

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,6 +15,8 @@ from .errors import RunFinishedError, RunNotFoundError
 from .machine import WorkflowMachine
 from .ports import Clock, IdSource, RunStore
 from .run import Run, initial_record
+
+_log = logging.getLogger("loopwright.engine")
 
 
 class Engine:
@@ -135,7 +138,13 @@ class Engine:
         """Run a run's background states in a task the engine tracks."""
         task = asyncio.get_running_loop().create_task(run.run_background())
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # The run stays recorded as pending background work: resume finishes it.
+            _log.error("background work stopped: %r", task.exception())
 
     async def drain(self, timeout: float | None = None) -> None:
         """Wait for background work to finish (up to `timeout` seconds)."""
