@@ -333,7 +333,11 @@ def _plausible_value(name: str, schema: Mapping[str, Any], user_text: str) -> An
         kind = next((k for k in kind if k != "null"), "null")
     if kind == "string":
         wants_text = any(part in name.lower() for part in _TEXT_NAMES)
-        return (user_text or "example") if wants_text else "example"
+        if wants_text:
+            return user_text or "example"
+        # A proper noun from the user's words makes a believable value ("Paris" for `city`).
+        names = re.findall(r"\b[A-Z][a-z]+(?:\s[A-Z][a-z]+)*", user_text)
+        return names[-1] if names else "example"
     return {
         "integer": 1,
         "number": 1.0,

@@ -190,7 +190,7 @@ async def test_demo_responder_calls_the_first_tool_then_replies() -> None:
         assert next(iter(args)) == "pre_exec_msg"
         assert args == {
             "pre_exec_msg": "One moment, let me check that.",
-            "city": "example",
+            "city": "Oslo",
             "units": "c",
             "days": 1,
             "query": "Rain in Oslo?",
