@@ -1,0 +1,1 @@
+"""The OpenAI-compatible HTTP adapter (imported by submodule)."""
