@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,38 @@ class Settings:
         return cls(**values)
 
 
+class _LazyLLM:
+    """The OpenAI adapter, built on first use: verbs that never call the LLM (runs, agent
+    list, messages) do not pay for importing the SDK."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._llm: Any = None
+
+    def _get(self) -> Any:
+        if self._llm is None:
+            from loopwright.adapters.llm.openai_llm import OpenAILLM
+
+            self._llm = OpenAILLM(
+                base_url=self._settings.base_url,
+                api_key=self._settings.api_key or "unset",
+                transport=self._settings.transport,  # type: ignore[arg-type]
+            )
+        return self._llm
+
+    def stream(self, body: Mapping[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+        stream: AsyncGenerator[dict[str, Any], None] = self._get().stream(body)
+        return stream
+
+    async def complete(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self._get().complete(body)
+        return result
+
+    async def aclose(self) -> None:
+        if self._llm is not None:
+            await self._llm.aclose()
+
+
 def _toolbox_for(agent: Agent) -> Any:
     from loopwright.adapters.tools.python import PythonToolbox
 
@@ -74,10 +106,7 @@ class App:
 
             store = await open_store(settings.database_url)
         if llm is None:
-            from loopwright.adapters.llm.openai_llm import OpenAILLM
-
-            llm = OpenAILLM(base_url=settings.base_url, api_key=settings.api_key or "unset",
-                            transport=settings.transport)  # type: ignore[arg-type]
+            llm = _LazyLLM(settings)
         services = AgentServices(store=store, llm=llm, toolbox_for=_toolbox_for)
         engine = Engine(store=store, services={"agent": services}, **engine_kw)
         app = cls(store=store, llm=llm, engine=engine, services=services, registry=registry())
