@@ -42,8 +42,25 @@ def _strict(kind: type) -> Any:
 for _kind in (str, int, float, bool):
     converter.register_structure_hook(_kind, _strict(_kind))
 converter.register_structure_hook(bool | int | float | str, _structure_scalar)
+def _structure_int_or_name_required(value: Any, type_: Any) -> Any:
+    if value is None:
+        raise TypeError("expected an integer or a param name, got null")
+    return _structure_int_or_name(value, type_)
+
+
+def _structure_names(value: Any, _: Any) -> tuple[str, ...]:
+    # A bare string or a table would be iterated into characters or keys: refuse them.
+    if not isinstance(value, list | tuple):
+        raise TypeError(f"expected a list of strings, got {type(value).__name__} {value!r}")
+    bad = [v for v in value if type(v) is not str]
+    if bad:
+        raise TypeError(f"expected a list of strings, got {bad[0]!r} in it")
+    return tuple(value)
+
+
 converter.register_structure_hook(int | str | None, _structure_int_or_name)
-converter.register_structure_hook(int | str, _structure_int_or_name)
+converter.register_structure_hook(int | str, _structure_int_or_name_required)
+converter.register_structure_hook_func(lambda t: t == tuple[str, ...], _structure_names)
 
 _branch_structure = make_dict_structure_fn(
     Branch, converter, if_=override(rename="if"), _cattrs_forbid_extra_keys=True
@@ -80,7 +97,10 @@ def _structure_state(value: Any, _: Any) -> StateDef:
     if isinstance(value, dict) and "next" in value:
         value = dict(value)
         target = value.pop("next")
-        on = dict(value.get("on") or {})
+        raw_on = value.get("on", {})
+        if not isinstance(raw_on, dict):
+            raise TypeError(f"`on` must be a table of outcomes, got {type(raw_on).__name__}")
+        on = dict(raw_on)
         if "next" in on:
             raise ValueError("both `next` and `on.next` are given; keep one")
         on["next"] = target

@@ -87,7 +87,7 @@ class GuardDef:
     """A named condition: a counter compared with a bound, or a call to user code."""
 
     counter: str | None = None
-    """`steps`, `transitions`, `attempts` or `visits.<state>`."""
+    """`steps`, `transitions` or `visits.<state>`."""
     at_least: int | str | None = None
     """True when the counter is >= this (an integer or a param name)."""
     below: int | str | None = None

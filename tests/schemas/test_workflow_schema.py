@@ -10,7 +10,7 @@ from typing import Any
 import attrs
 import jsonschema
 import pytest
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 
 from loopwright.engine.loader import load_workflow, packaged_workflow_path, parse_document
@@ -179,58 +179,20 @@ def test_the_packaged_workflow_is_valid_data() -> None:
     assert load_workflow(packaged_workflow_path("low_latency_agent")).name == "low_latency_agent"
 
 
-# Where the converter is more lenient than the file format it documents. Each one is a strict
-# xfail: when the converter is tightened the test passes, fails as XPASS, and the entry goes.
-LENIENCIES = {
-    "a string where a list of strings goes (iterated into characters)": _with(
-        ("states", "s", "retry", "on"), "timeout"
-    ),
-    "a table where a list of strings goes (its keys are taken)": _with(
-        ("states", "s", "hooks", "before"), {"k": 1}
-    ),
+# Shapes the converter once let through (iterating a string into characters, a null cap,
+# `on` as a list beside `next`): both must refuse them.
+FORMERLY_LENIENT = {
+    "a string where a list of strings goes": _with(("states", "s", "retry", "on"), "timeout"),
+    "a table where a list of strings goes": _with(("states", "s", "hooks", "before"), {"k": 1}),
     "no max_transitions cap (null)": _with(("limits", "max_transitions"), None),
     "`on` not a table when `next` is given": _with(("states", "s", "on"), [["x", "t"]]),
 }
 
 
-@pytest.mark.parametrize("raw", list(LENIENCIES.values()), ids=list(LENIENCIES))
-def test_the_schema_refuses_what_the_converter_lets_through(raw: dict[str, Any]) -> None:
-    assert _has_leniency(raw)
+@pytest.mark.parametrize("raw", list(FORMERLY_LENIENT.values()), ids=list(FORMERLY_LENIENT))
+def test_schema_and_converter_both_refuse_formerly_lenient_shapes(raw: dict[str, Any]) -> None:
     assert not schema_ok(raw)
-
-
-@pytest.mark.parametrize("raw", list(LENIENCIES.values()), ids=list(LENIENCIES))
-@pytest.mark.xfail(strict=True, reason="converter leniency; see LENIENCIES")
-def test_known_converter_leniencies(raw: dict[str, Any]) -> None:
     assert not converter_ok(raw)
-
-
-def _has_leniency(raw: dict[str, Any]) -> bool:
-    """Whether a file hits one of `LENIENCIES` anywhere."""
-    limits = raw.get("limits")
-    if (
-        isinstance(limits, dict)
-        and "max_transitions" in limits
-        and limits["max_transitions"] is None
-    ):
-        return True
-    states = raw.get("states")
-    return isinstance(states, dict) and any(
-        _state_leniency(s) for s in states.values() if isinstance(s, dict)
-    )
-
-
-def _state_leniency(state: dict[str, Any]) -> bool:
-    if "next" in state and "on" in state and not isinstance(state["on"], dict):
-        return True
-    retry, hooks = state.get("retry"), state.get("hooks")
-    lists = [retry.get("on")] if isinstance(retry, dict) else []
-    lists += (
-        [hooks.get(k) for k in ("on_enter", "on_exit", "before", "after")]
-        if isinstance(hooks, dict)
-        else []
-    )
-    return any(isinstance(v, str | dict) for v in lists)
 
 
 # JSON Schema counts 3.0 as an integer while a parsed file keeps it a float the converter
@@ -292,7 +254,6 @@ def test_schema_and_converter_agree_on_random_files(
     case: tuple[dict[str, Any], tuple[Any, ...], Any],
 ) -> None:
     raw, path, value = case
-    assume(not _has_leniency(raw))
     assert schema_ok(raw) == converter_ok(raw), (path, value)
 
 
