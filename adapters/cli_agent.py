@@ -78,9 +78,15 @@ def cmd_agent_create(args: argparse.Namespace) -> int:
         return _fail(str(err))
 
     async def create(app: Any) -> int:
-        agent = Agent(id=app.engine.ids.new_id("agent"), name=args.name, model=args.model,
-                      system=args.system, workflow=args.workflow, tools=tuple(args.tools),
-                      created_at=app.engine.clock.now())
+        agent = Agent(
+            id=app.engine.ids.new_id("agent"),
+            name=args.name,
+            model=args.model,
+            system=args.system,
+            workflow=args.workflow,
+            tools=tuple(args.tools),
+            created_at=app.engine.clock.now(),
+        )
         created = await app.create_agent(agent, blocks)
         print(f"created agent {created.name} ({created.id})")
         return 0
@@ -126,7 +132,8 @@ def cmd_agent_messages(args: argparse.Namespace) -> int:
                 sys.stdout.write(orjson.dumps(message_json(message)).decode() + "\n")
             else:
                 text = message.content or ", ".join(
-                    f"{c.name}({c.arguments})" for c in message.tool_calls)
+                    f"{c.name}({c.arguments})" for c in message.tool_calls
+                )
                 print(f"{message.role:>9}: {text}")
         return 0
 
@@ -168,8 +175,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     async def chat(app: Any) -> int:
         if args.message is not None:
-            return await print_run(await app.turn(args.name, args.message), as_json=args.json,
-                                   out=sys.stdout)
+            return await print_run(
+                await app.turn(args.name, args.message), as_json=args.json, out=sys.stdout
+            )
         await app.store.get_agent(args.name)
         code = 0
         while True:
@@ -179,8 +187,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 print()
                 return code
             if text.strip():
-                code = await print_run(await app.turn(args.name, text), as_json=args.json,
-                                       out=sys.stdout)
+                code = await print_run(
+                    await app.turn(args.name, text), as_json=args.json, out=sys.stdout
+                )
 
     return _with_app(chat)
 
@@ -190,8 +199,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     async def runs(app: Any) -> int:
         for rec in await app.store.list_runs(unfinished=args.unfinished, limit=args.limit):
-            print(f"{rec.id}\t{rec.workflow}\t{rec.status}\t{rec.state}\t"
-                  f"{rec.stop_reason or '-'}\t{rec.key or '-'}")
+            print(
+                f"{rec.id}\t{rec.workflow}\t{rec.status}\t{rec.state}\t"
+                f"{rec.stop_reason or '-'}\t{rec.key or '-'}"
+            )
         return 0
 
     return _with_app(runs)

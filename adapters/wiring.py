@@ -87,8 +87,9 @@ def _toolbox_for(agent: Agent) -> Any:
 class App:
     """A store, an LLM client, an engine and the agent loop's services, wired together."""
 
-    def __init__(self, *, store: Any, llm: LLM, engine: Engine, services: AgentServices,
-                 registry: Registry) -> None:
+    def __init__(
+        self, *, store: Any, llm: LLM, engine: Engine, services: AgentServices, registry: Registry
+    ) -> None:
         self.store = store
         self.llm = llm
         self.engine = engine
@@ -97,8 +98,14 @@ class App:
         self._compiled: dict[str, Compiled] = {}
 
     @classmethod
-    async def open(cls, settings: Settings | None = None, *, llm: LLM | None = None,
-                   store: Any = None, **engine_kw: Any) -> App:
+    async def open(
+        cls,
+        settings: Settings | None = None,
+        *,
+        llm: LLM | None = None,
+        store: Any = None,
+        **engine_kw: Any,
+    ) -> App:
         """Open the store (creating its schema when missing) and build the app."""
         settings = settings or Settings.from_env()
         if store is None:
@@ -131,8 +138,11 @@ class App:
         if compiled is None:
             from loopwright.engine.validate import load_and_validate
 
-            path = Path(ref) if ("/" in ref or ref.endswith((".toml", ".yaml", ".yml", ".json"))) \
+            path = (
+                Path(ref)
+                if ("/" in ref or ref.endswith((".toml", ".yaml", ".yml", ".json")))
                 else workflow_path(ref)
+            )
             compiled = load_and_validate(path, self.registry)
             self.engine.add_workflow(compiled)
             self._compiled[ref] = compiled
@@ -145,9 +155,15 @@ class App:
             _toolbox_for(agent)
         return await self.store.create_agent(agent, blocks)  # type: ignore[no-any-return]
 
-    async def turn(self, agent_ref: str, text: str | None = None, *,
-                   messages: Sequence[Message] = (), params: Mapping[str, Any] | None = None,
-                   client_tools: Sequence[Mapping[str, Any]] = ()) -> Run:
+    async def turn(
+        self,
+        agent_ref: str,
+        text: str | None = None,
+        *,
+        messages: Sequence[Message] = (),
+        params: Mapping[str, Any] | None = None,
+        client_tools: Sequence[Mapping[str, Any]] = (),
+    ) -> Run:
         """Start one turn of an agent: `text` becomes a user message with a fresh id."""
         from loopwright.schemas import converter
 
@@ -156,11 +172,23 @@ class App:
         run_id = self.engine.ids.new_id("run")
         new = [attrs.evolve(m, run_id=m.run_id or run_id) for m in messages]
         if text is not None:
-            new.append(Message(id=self.engine.ids.new_id("msg"), role="user", content=text,
-                               run_id=run_id, created_at=self.engine.clock.now()))
-        turn = TurnInput(agent=agent.id, messages=tuple(new),
-                         client_tools=tuple(dict(t) for t in client_tools))
+            new.append(
+                Message(
+                    id=self.engine.ids.new_id("msg"),
+                    role="user",
+                    content=text,
+                    run_id=run_id,
+                    created_at=self.engine.clock.now(),
+                )
+            )
+        turn = TurnInput(
+            agent=agent.id, messages=tuple(new), client_tools=tuple(dict(t) for t in client_tools)
+        )
         return self.engine.start(
-            compiled, converter.unstructure(turn), params={**agent.params, **(params or {})},
-            data=TurnData(agent_id=agent.id), key=agent.id, run_id=run_id,
+            compiled,
+            converter.unstructure(turn),
+            params={**agent.params, **(params or {})},
+            data=TurnData(agent_id=agent.id),
+            key=agent.id,
+            run_id=run_id,
         )

@@ -55,8 +55,7 @@ def effective_params(
         ok = type(value) is expected or (expected is float and type(value) is int)
         if not ok:
             problems.append(
-                f"param {name!r} must be {expected.__name__}, got {type(value).__name__} "
-                f"{value!r}"
+                f"param {name!r} must be {expected.__name__}, got {type(value).__name__} {value!r}"
             )
             continue
         merged[name] = value
@@ -65,7 +64,9 @@ def effective_params(
     return merged
 
 
-def limits_of(limits: Limits, params: Mapping[str, Any]) -> tuple[int | None, int | None, int | None]:
+def limits_of(
+    limits: Limits, params: Mapping[str, Any]
+) -> tuple[int | None, int | None, int | None]:
     """(max_steps, max_transitions, max_wall_ms) resolved against params."""
     return (
         resolve_limit(limits.max_steps, params),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from attrs import frozen
 
@@ -76,15 +76,22 @@ class LLMError(StepError):
 
 
 LLM_ERROR_CODES = frozenset(
-    {"rate_limited", "server_error", "timeout", "context_overflow", "bad_request", "auth",
-     "stream_error"}
+    {
+        "rate_limited",
+        "server_error",
+        "timeout",
+        "context_overflow",
+        "bad_request",
+        "auth",
+        "stream_error",
+    }
 )
 
 
 class UndeclaredOutcomeError(LoopwrightError, RuntimeError):
     """A handler returned an outcome that the workflow file does not declare for its state."""
 
-    def __init__(self, state: str, outcome: str, declared: Sequence[str]) -> None:
+    def __init__(self, state: str, outcome: str, declared: Collection[str]) -> None:
         super().__init__(
             f"state {state!r} returned outcome {outcome!r}, which the workflow does not declare "
             f"(declared: {', '.join(sorted(declared)) or 'none'}); add `on.{outcome}` to "
@@ -109,7 +116,9 @@ class RunNotFoundError(LoopwrightError, LookupError):
 class StaleWriteError(LoopwrightError, RuntimeError):
     """A checkpoint write was refused: another writer owns the run (newer epoch) or is ahead."""
 
-    def __init__(self, run_id: str, epoch: int, seq: int, stored_epoch: int, stored_seq: int) -> None:
+    def __init__(
+        self, run_id: str, epoch: int, seq: int, stored_epoch: int, stored_seq: int
+    ) -> None:
         super().__init__(
             f"run {run_id!r}: write at epoch {epoch} seq {seq} refused, the store holds epoch "
             f"{stored_epoch} seq {stored_seq}; another worker took this run over"

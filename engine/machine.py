@@ -9,7 +9,6 @@ the runner, never in transitions callbacks, so the synchronous machine is enough
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from transitions import Machine, State
@@ -53,8 +52,8 @@ class WorkflowMachine:
         self.declared: dict[str, frozenset[str]] = {}
         for name, sd in wf.states.items():
             self.declared[name] = frozenset(sd.on)
-            before = [hooks[h] for h in sd.hooks.before]
-            after = [hooks[h] for h in sd.hooks.after]
+            before: list[Any] = [hooks[h] for h in sd.hooks.before]
+            after: list[Any] = [hooks[h] for h in sd.hooks.after]
             for outcome, branches in sd.on.items():
                 for branch in branches:
                     self._machine.add_transition(
@@ -89,5 +88,5 @@ class WorkflowMachine:
         return model.state
 
 
-def _guards(compiled: Compiled, name: str | None) -> list[Callable[[Any], bool]]:
+def _guards(compiled: Compiled, name: str | None) -> list[Any]:
     return [] if name is None else [compiled.guards[name]]

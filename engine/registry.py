@@ -123,7 +123,7 @@ class Registry:
         fn = self.guards.get(ref) or _import_ref(ref, "guard")
         if not callable(fn):
             raise ResolveError(f"guard {ref!r} is not callable")
-        return fn  # type: ignore[no-any-return]
+        return fn
 
     def resolve_hook(self, ref: str) -> Callable[[Any], None]:
         """Return a hook callable. Raises: ResolveError."""
@@ -132,7 +132,7 @@ class Registry:
             raise ResolveError(
                 f"hook {ref!r} must be a plain (synchronous) callable `(ctx) -> None`"
             )
-        return fn  # type: ignore[no-any-return]
+        return fn
 
     def resolve_data_type(self, ref: str) -> type:
         """Return the run data class. Raises: ResolveError."""

@@ -8,7 +8,8 @@ copy per event. The run owns cancellation (the consumer stopping, being cancelle
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from loopwright.schemas import (
     RunFinished,
     RunRecord,
     RunStarted,
+    RunStatus,
     StateDef,
     StateEntered,
     converter,
@@ -81,7 +83,7 @@ class Run:
         self._inside = False
         self._pending_save: asyncio.Future[None] | None = None
         self._caps = limits_of(compiled.workflow.limits, record.params)
-        self._gen: AsyncIterator[Event] | None = None
+        self._gen: AsyncGenerator[Event, None] | None = None
         self._stepping = False
 
     @property
@@ -110,7 +112,7 @@ class Run:
     async def aclose(self) -> None:
         """Stop iterating: an unfinished run ends `cancelled` (its handler is closed)."""
         if self._gen is not None:
-            await self._gen.aclose()  # type: ignore[attr-defined]
+            await self._gen.aclose()
 
     def cancel(self) -> None:
         """Cancel the run: the running handler is cancelled and the run ends `cancelled`."""
@@ -126,7 +128,9 @@ class Run:
 
     # -- the state loop ---------------------------------------------------------------------
 
-    async def _drive(self, *, foreground: bool, max_states: int | None) -> AsyncIterator[Event]:
+    async def _drive(
+        self, *, foreground: bool, max_states: int | None
+    ) -> AsyncGenerator[Event, None]:
         self._task = asyncio.current_task()
         self._inside = True
         try:
@@ -159,7 +163,9 @@ class Run:
         finally:
             self._inside = False
 
-    async def _states(self, foreground: bool, max_states: int | None) -> AsyncIterator[Event]:
+    async def _states(
+        self, foreground: bool, max_states: int | None
+    ) -> AsyncGenerator[Event, None]:
         wf = self._compiled.workflow
         done = 0
         while max_states is None or done < max_states:
@@ -170,9 +176,9 @@ class Run:
             if foreground and sd.background and self.record.status == "running":
                 await self._enter_background()
                 return
-            reason = self._count_entry(sd)
-            if reason is not None:
-                raise _Stop(await self._finish(reason))
+            cap = self._count_entry(sd)
+            if cap is not None:
+                raise _Stop(await self._finish(cap))
             yield StateEntered(self.record.state, self.record.seq)
             outcome: Outcome | None = None
             async with aclosing(self._execute(sd)) as items:
@@ -185,7 +191,7 @@ class Run:
             await self._transition(sd, outcome)
             done += 1
 
-    async def _execute(self, sd: StateDef) -> AsyncIterator[Any]:
+    async def _execute(self, sd: StateDef) -> AsyncGenerator[Any, None]:
         """One state with its retry policy: handler events, then exactly one Outcome."""
         spec = self._compiled.handlers[self.record.state]
         attempt = 1
@@ -206,7 +212,9 @@ class Run:
                 await asyncio.sleep(delay)
                 attempt += 1
 
-    async def _attempt(self, spec: HandlerSpec, sd: StateDef, attempt: int) -> AsyncIterator[Any]:
+    async def _attempt(
+        self, spec: HandlerSpec, sd: StateDef, attempt: int
+    ) -> AsyncGenerator[Any, None]:
         ctx = self._ctx(attempt)
         timeout = None if sd.timeout_ms is None else sd.timeout_ms / 1000
         try:
@@ -220,7 +228,8 @@ class Run:
                     yield item
         except TimeoutError as err:
             raise StepError(
-                "timeout", f"state {ctx.state!r} exceeded its timeout of {sd.timeout_ms} ms",
+                "timeout",
+                f"state {ctx.state!r} exceeded its timeout of {sd.timeout_ms} ms",
                 retryable=True,
             ) from err
         except (StepError, _Stop, asyncio.CancelledError, GeneratorExit):
@@ -231,11 +240,11 @@ class Run:
             ) from err
 
     async def _stream_handler(
-        self, spec: HandlerSpec, ctx: RunContext, timeout: float | None
-    ) -> AsyncIterator[Any]:
+        self, spec: HandlerSpec, ctx: RunContext, limit_s: float | None
+    ) -> AsyncGenerator[Any, None]:
         agen = spec.fn(ctx)
         loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+        deadline = None if limit_s is None else loop.time() + limit_s
         try:
             while True:
                 if deadline is None:
@@ -318,9 +327,12 @@ class Run:
         else:
             self.record = rec  # replayed from the previous checkpoint after a crash
         max_transitions = self._caps[1]
-        if max_transitions is not None and counters["transitions"] >= max_transitions:
-            if not self._compiled.workflow.states[target].final:
-                raise _Stop(await self._finish("max_transitions"))
+        if (
+            max_transitions is not None
+            and counters["transitions"] >= max_transitions
+            and not self._compiled.workflow.states[target].final
+        ):
+            raise _Stop(await self._finish("max_transitions"))
 
     def _count_entry(self, sd: StateDef) -> str | None:
         """Count the entry into the current state; return a cap's stop reason if one is hit."""
@@ -362,10 +374,9 @@ class Run:
         self.record = rec
         if self._pending_save is not None:
             pending, self._pending_save = self._pending_save, None
-            try:
+            # The terminal write below reports a takeover if there was one.
+            with contextlib.suppress(LoopwrightError):
                 await pending
-            except LoopwrightError:
-                pass  # the terminal write below reports a takeover if there was one
         if self._compiled.workflow.durability == "exit" and not self._resumed:
             await self._engine.store.create(attrs.evolve(rec, status="running"))
         await self._engine.store.save(rec)
@@ -373,7 +384,7 @@ class Run:
 
     async def _finish(self, reason: str) -> RunRecord:
         rec = self.record
-        status = "failed" if rec.error is not None else "finished"
+        status: RunStatus = "failed" if rec.error is not None else "finished"
         return await self._write_terminal(attrs.evolve(rec, status=status, stop_reason=reason))
 
     async def _fail(self, code: str, message: str, retryable: bool = False) -> RunRecord:
@@ -411,10 +422,9 @@ class Run:
         if self.record.status not in ("running",):
             return
         rec = attrs.evolve(self.record, status="cancelled", stop_reason="cancelled")
-        try:
+        # Taken over by another worker: that worker owns the record now.
+        with contextlib.suppress(LoopwrightError):
             await asyncio.shield(self._write_terminal(rec))
-        except LoopwrightError:
-            pass  # taken over by another worker: that worker owns the record now
 
     async def run_background(self) -> None:
         """Execute the remaining (background) states with nobody consuming their events."""
@@ -441,8 +451,8 @@ def initial_record(
     now: float,
 ) -> RunRecord:
     """The record of a run that has not executed any state yet."""
-    unstructured = data if compiled.data_type is None else converter.unstructure(
-        data, compiled.data_type
+    unstructured = (
+        data if compiled.data_type is None else converter.unstructure(data, compiled.data_type)
     )
     return RunRecord(
         id=run_id,

@@ -146,12 +146,12 @@ class Engine:
             # The run stays recorded as pending background work: resume finishes it.
             _log.error("background work stopped: %r", task.exception())
 
-    async def drain(self, timeout: float | None = None) -> None:
+    async def drain(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (as asyncio.wait)
         """Wait for background work to finish (up to `timeout` seconds)."""
         if self._background:
             await asyncio.wait(set(self._background), timeout=timeout)
 
-    async def aclose(self, timeout: float = 5.0) -> None:
+    async def aclose(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 (as asyncio.wait)
         """Drain background work, then cancel what is left (it stays recorded as pending)."""
         await self.drain(timeout)
         for task in list(self._background):

@@ -42,6 +42,8 @@ def _strict(kind: type) -> Any:
 for _kind in (str, int, float, bool):
     converter.register_structure_hook(_kind, _strict(_kind))
 converter.register_structure_hook(bool | int | float | str, _structure_scalar)
+
+
 def _structure_int_or_name_required(value: Any, type_: Any) -> Any:
     if value is None:
         raise TypeError("expected an integer or a param name, got null")
@@ -68,8 +70,12 @@ _branch_structure = make_dict_structure_fn(
 converter.register_structure_hook(Branch, _branch_structure)
 converter.register_unstructure_hook(
     Branch,
-    make_dict_unstructure_fn(Branch, converter, if_=override(rename="if", omit_if_default=True),
-                             unless=override(omit_if_default=True)),
+    make_dict_unstructure_fn(
+        Branch,
+        converter,
+        if_=override(rename="if", omit_if_default=True),
+        unless=override(omit_if_default=True),
+    ),
 )
 
 
@@ -82,8 +88,10 @@ def _structure_branches(value: Any, _: Any) -> tuple[Branch, ...]:
     if isinstance(value, list):
         if not value:
             raise ValueError("an outcome needs at least one branch")
-        return tuple(_structure_branches(v, None)[0] if isinstance(v, str)
-                     else _branch_structure(v, Branch) for v in value)
+        return tuple(
+            _structure_branches(v, None)[0] if isinstance(v, str) else _branch_structure(v, Branch)
+            for v in value
+        )
     raise TypeError(f"expected a state name, a branch table or a list of them, got {value!r}")
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx2
 import openai
+
 from loopwright.engine.errors import LLMError
 from loopwright.engine.llm_errors import llm_error, llm_error_for
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 from attrs import frozen
+
 from loopwright.engine.testing.chunks import (
     CallSpec,
     Cut,

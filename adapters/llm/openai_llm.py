@@ -23,6 +23,7 @@ import aiohttp
 import httpx2
 import openai
 import orjson
+
 from loopwright.engine.llm_errors import llm_error_for
 
 from .errors import (

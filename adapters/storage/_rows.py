@@ -7,6 +7,7 @@ from typing import Any, cast
 
 import attrs
 import orjson
+
 from loopwright.schemas import Agent, Block, Message, Role, RunRecord, ToolCall, converter
 
 _TOOL_CALLS = tuple[ToolCall, ...]

@@ -6,6 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
+from sqlalchemy import Connection, bindparam, case, func, or_, select
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.sql import ColumnElement, Executable, Select
+
 from loopwright.engine.ports import Clock
 from loopwright.schemas import Agent, AgentContext, Block, Message
 from loopwright.workflows.agent.errors import (
@@ -13,9 +17,6 @@ from loopwright.workflows.agent.errors import (
     AgentNotFoundError,
     VersionConflictError,
 )
-from sqlalchemy import Connection, bindparam, case, func, or_, select
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.sql import ColumnElement, Executable, Select
 
 from . import tables as t
 from ._db import AnyRow, Database, Mode

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from sqlalchemy import Connection, and_, bindparam, or_, select
+
 from loopwright.engine.errors import RunNotFoundError, StaleWriteError
 from loopwright.schemas import RunRecord
-from sqlalchemy import Connection, and_, bindparam, or_, select
 
 from ._db import AnyRow, Database, Mode
 from ._rows import run_from_row, run_row

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from types import TracebackType
 
+from sqlalchemy import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
 from loopwright.engine.errors import LoopwrightError
 from loopwright.engine.ports import Clock
 from loopwright.engine.testing.memory import SystemClock
-from sqlalchemy import URL, make_url
-from sqlalchemy.exc import ArgumentError
 
 from ._db import Database, Mode
 from ._sql_agents import SqlAgentStore

@@ -13,7 +13,6 @@ serialiser on the hot path); ids are text; times are doubles (clock seconds).
 
 from __future__ import annotations
 
-from loopwright.engine.errors import LoopwrightError
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -29,6 +28,8 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Connection
+
+from loopwright.engine.errors import LoopwrightError
 
 HEAD_REVISION = "0001"
 """The Alembic revision this code reads and writes."""

@@ -19,6 +19,7 @@ from typing import Any, Final, TypeVar, cast, overload
 import attrs
 import orjson
 from attrs import frozen
+
 from loopwright.schemas import ToolOutput, ToolSpec
 
 from ._arguments import Arguments, derive

@@ -9,6 +9,7 @@ from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from ..errors import LLMError
+from ..llm_errors import llm_error, llm_error_for
 from .chunks import (
     Chunk,
     Cut,
@@ -26,7 +27,6 @@ from .chunks import (
     response_chunks,
     sse_frames,
 )
-from ..llm_errors import llm_error, llm_error_for
 
 
 class ScriptedLLM:

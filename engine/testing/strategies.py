@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from hypothesis import strategies as st
+
 from loopwright.schemas import (
     Agent,
     Block,

@@ -36,8 +36,12 @@ def get_weather(city: str) -> dict:
 
 async def cli(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        str(BIN), *args, env=env, cwd=cwd,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        str(BIN),
+        *args,
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode is not None
@@ -62,14 +66,25 @@ def environment(server: FakeOpenAIServer, workdir: Path) -> dict[str, str]:
 
 
 async def test_create_chat_and_messages(workdir: Path) -> None:
-    call = CallSpec(id="call_1", name="get_weather",
-                    arguments='{"pre_exec_msg": "Checking.", "city": "Oslo"}')
+    call = CallSpec(
+        id="call_1", name="get_weather", arguments='{"pre_exec_msg": "Checking.", "city": "Oslo"}'
+    )
     script = [tool_calls_reply([call]), text_reply("Rain in Oslo."), text_reply("Bye.")]
     async with FakeOpenAIServer(script) as server:
         env = environment(server, workdir)
-        code, out, err = await cli("agent", "create", "ada", "--model", "m1",
-                                   "--block", "human=Ada Lovelace", "--tools", "my_tools",
-                                   env=env, cwd=workdir)
+        code, out, err = await cli(
+            "agent",
+            "create",
+            "ada",
+            "--model",
+            "m1",
+            "--block",
+            "human=Ada Lovelace",
+            "--tools",
+            "my_tools",
+            env=env,
+            cwd=workdir,
+        )
         assert code == 0, err
         assert "created agent ada" in out
 
@@ -87,7 +102,12 @@ async def test_create_chat_and_messages(workdir: Path) -> None:
         assert code == 0, err
         log = [json.loads(line) for line in out.splitlines()]
         assert [m["role"] for m in log] == [
-            "user", "assistant", "tool", "assistant", "user", "assistant"
+            "user",
+            "assistant",
+            "tool",
+            "assistant",
+            "user",
+            "assistant",
         ]
         assert log[1]["tool_calls"] == [
             {"id": "call_1", "name": "get_weather", "arguments": call.arguments}
@@ -118,11 +138,11 @@ async def test_unknown_agent_and_bad_block_are_clear_errors(workdir: Path) -> No
         code, _, err = await cli("chat", "nobody", "-m", "hi", env=env, cwd=workdir)
         assert code == 1
         assert "no agent named 'nobody'" in err and "Traceback" not in err
-        code, _, err = await cli("agent", "create", "x", "--block", "novalue", env=env,
-                                 cwd=workdir)
+        code, _, err = await cli("agent", "create", "x", "--block", "novalue", env=env, cwd=workdir)
         assert code == 1 and "LABEL=VALUE" in err
-        code, _, err = await cli("agent", "create", "x", "--tools", "no.such.module", env=env,
-                                 cwd=workdir)
+        code, _, err = await cli(
+            "agent", "create", "x", "--tools", "no.such.module", env=env, cwd=workdir
+        )
         assert code == 1 and "no.such.module" in err and "Traceback" not in err
 
 
@@ -134,8 +154,7 @@ async def test_demo_runs_with_no_key_and_no_network(tmp_path: Path) -> None:
     assert "execute_tools" in err and "states visited" in err
 
 
-def test_runs_lists_unfinished_runs_id_first(workdir: Path, capsys: Any,
-                                             monkeypatch: Any) -> None:
+def test_runs_lists_unfinished_runs_id_first(workdir: Path, capsys: Any, monkeypatch: Any) -> None:
     from loopwright.adapters.cli import main
 
     monkeypatch.setenv("LOOPWRIGHT_DATABASE_URL", f"sqlite:///{workdir / 'runs.db'}")

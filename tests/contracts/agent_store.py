@@ -11,6 +11,7 @@ import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from loopwright.engine.testing import strategies as sts
 from loopwright.engine.testing.memory import ManualClock
 from loopwright.schemas import Agent, Block, Message, Role, ToolCall

@@ -11,12 +11,12 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
+
 from loopwright.adapters.storage.sql import SqlStore, open_store
 from loopwright.engine.ports import RunStore
 from loopwright.engine.testing.memory import ManualClock, MemoryRunStore
 from loopwright.workflows.agent.memory_store import MemoryAgentStore
 from loopwright.workflows.agent.ports import AgentStore
-
 from tests.pg import postgres_schema
 
 SUITES = {"run_store.py", "agent_store.py"}

@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
+
 from loopwright.engine.errors import RunNotFoundError, StaleWriteError
 from loopwright.engine.ports import RunStore
 from loopwright.engine.testing import strategies as sts

@@ -31,7 +31,9 @@ def compile_workflow(
 def make_engine(store: MemoryRunStore | None = None, **services: Any) -> Engine:
     """An engine with deterministic ids and a manual clock."""
     return Engine(
-        store=store or MemoryRunStore(), services=services, clock=ManualClock(),
+        store=store or MemoryRunStore(),
+        services=services,
+        clock=ManualClock(),
         ids=SequentialIds(),
     )
 

@@ -38,8 +38,9 @@ async def count(ctx: Any) -> Outcome:
 
 
 def chain(durability: str = "sync", length: int = 3) -> dict[str, Any]:
-    states: dict[str, Any] = {f"s{i}": {"handler": "count", "next": f"s{i + 1}"}
-                              for i in range(length)}
+    states: dict[str, Any] = {
+        f"s{i}": {"handler": "count", "next": f"s{i + 1}"} for i in range(length)
+    }
     states[f"s{length}"] = {"final": True}
     return {"name": "chain", "initial": "s0", "durability": durability, "states": states}
 
@@ -90,8 +91,9 @@ async def test_resume_continues_from_the_last_checkpoint() -> None:
     with pytest.raises(asyncio.CancelledError):
         await collect(run)
     # A real crash leaves the record as it was at the last checkpoint:
-    await store.save(attrs.evolve(run.record, status="running", stop_reason=None,
-                                  epoch=run.record.epoch))
+    await store.save(
+        attrs.evolve(run.record, status="running", stop_reason=None, epoch=run.record.epoch)
+    )
     crash["armed"] = False
 
     engine2 = make_engine(store)
@@ -145,7 +147,9 @@ async def test_a_fenced_writer_cannot_overwrite_the_new_owner() -> None:
     takeover = await engine.resume(run.id)  # claims: epoch 1
     events = await task
     assert events[-1] == RunFailed(
-        "stale_write", events[-1].message, True  # type: ignore[union-attr]
+        "stale_write",
+        events[-1].message,
+        True,  # type: ignore[union-attr]
     )
     assert "another worker" in events[-1].message  # type: ignore[union-attr]
     with pytest.raises(StaleWriteError):

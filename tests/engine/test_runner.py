@@ -72,8 +72,11 @@ async def test_undeclared_outcome_fails_with_state_and_outcome_named() -> None:
         return "surprise"
 
     compiled = compile_workflow(
-        {"name": "u", "initial": "s", "states": {"s": {"handler": "liar", "next": "e"},
-                                                 "e": {"final": True}}},
+        {
+            "name": "u",
+            "initial": "s",
+            "states": {"s": {"handler": "liar", "next": "e"}, "e": {"final": True}},
+        },
         {"liar": liar},
     )
     events = await collect(make_engine().start(compiled))
@@ -106,8 +109,10 @@ async def test_guards_pick_the_first_passing_branch_and_hooks_run() -> None:
             },
         },
         {"loop": loop},
-        hooks={"mark": lambda ctx: seen.append("enter"),
-               "mark_after": lambda ctx: seen.append("after")},
+        hooks={
+            "mark": lambda ctx: seen.append("enter"),
+            "mark_after": lambda ctx: seen.append("after"),
+        },
     )
     run = make_engine().start(compiled, params={"max_loops": 2})
     await collect(run)
@@ -118,8 +123,12 @@ async def test_guards_pick_the_first_passing_branch_and_hooks_run() -> None:
 
 async def test_param_overrides_are_type_checked() -> None:
     compiled = compile_workflow(
-        {"name": "p", "initial": "a", "params": {"n": 3},
-         "states": {"a": {"handler": "noop", "next": "e"}, "e": {"final": True}}},
+        {
+            "name": "p",
+            "initial": "a",
+            "params": {"n": 3},
+            "states": {"a": {"handler": "noop", "next": "e"}, "e": {"final": True}},
+        },
         {"noop": noop},
     )
     engine = make_engine()
@@ -164,7 +173,8 @@ async def test_retry_with_backoff_then_success() -> None:
 
 async def test_retry_honours_retry_after() -> None:
     script: list[StepError | None] = [
-        StepError("rate_limited", "slow down", retry_after=0.05), None
+        StepError("rate_limited", "slow down", retry_after=0.05),
+        None,
     ]
     compiled = compile_workflow(RETRYING, {"flaky": _flaky(script)})
     loop = asyncio.get_running_loop()
@@ -179,7 +189,8 @@ async def test_retries_exhausted_and_unlisted_codes_fail_the_run() -> None:
     compiled = compile_workflow(RETRYING, {"flaky": _flaky(script)})
     events = await collect(make_engine().start(compiled))
     assert [e for e in events if isinstance(e, Retrying)] == [
-        Retrying("call", 1, "server_error", 1), Retrying("call", 2, "server_error", 2)
+        Retrying("call", 1, "server_error", 1),
+        Retrying("call", 2, "server_error", 2),
     ]
     assert events[-1] == RunFailed("server_error", "boom 2", False)
 
@@ -200,8 +211,10 @@ async def test_no_retry_after_output_when_before_output_only() -> None:
         yield TextDelta("partial")
         raise StepError("server_error", "cut")
 
-    raw = {**RETRYING, "states": {**RETRYING["states"],
-                                  "call": {**RETRYING["states"]["call"], "handler": "s"}}}
+    raw = {
+        **RETRYING,
+        "states": {**RETRYING["states"], "call": {**RETRYING["states"]["call"], "handler": "s"}},
+    }
     compiled = compile_workflow(raw, {"s": speaks_then_fails})
     events = await collect(make_engine().start(compiled))
     assert calls == 1
@@ -215,9 +228,14 @@ async def test_state_timeout_becomes_a_timeout_error() -> None:
         return "next"
 
     compiled = compile_workflow(
-        {"name": "t", "initial": "s",
-         "states": {"s": {"handler": "slow", "next": "e", "timeout_ms": 20},
-                    "e": {"final": True}}},
+        {
+            "name": "t",
+            "initial": "s",
+            "states": {
+                "s": {"handler": "slow", "next": "e", "timeout_ms": 20},
+                "e": {"final": True},
+            },
+        },
         {"slow": slow},
     )
     events = await collect(make_engine().start(compiled))
@@ -231,8 +249,11 @@ async def test_handler_exception_is_reported_not_raised() -> None:
         raise KeyError("missing")
 
     compiled = compile_workflow(
-        {"name": "x", "initial": "s",
-         "states": {"s": {"handler": "broken", "next": "e"}, "e": {"final": True}}},
+        {
+            "name": "x",
+            "initial": "s",
+            "states": {"s": {"handler": "broken", "next": "e"}, "e": {"final": True}},
+        },
         {"broken": broken},
     )
     run = make_engine().start(compiled)
@@ -248,8 +269,11 @@ LOOPING = {
     "guards": {"done": {"counter": "visits.a", "at_least": "n"}},
     "limits": {"max_steps": 3},
     "states": {
-        "a": {"handler": "noop", "step": True,
-              "on": {"next": [{"to": "e", "if": "done"}, {"to": "a"}]}},
+        "a": {
+            "handler": "noop",
+            "step": True,
+            "on": {"next": [{"to": "e", "if": "done"}, {"to": "a"}]},
+        },
         "e": {"final": True},
     },
 }
@@ -281,8 +305,11 @@ async def test_wall_clock_cap_ends_the_run_with_its_stop_reason() -> None:
         ctx.clock.advance(1.0)
         return "next"
 
-    raw = {**LOOPING, "limits": {"max_wall_ms": 2500},
-           "states": {**LOOPING["states"], "a": {**LOOPING["states"]["a"], "handler": "t"}}}
+    raw = {
+        **LOOPING,
+        "limits": {"max_wall_ms": 2500},
+        "states": {**LOOPING["states"], "a": {**LOOPING["states"]["a"], "handler": "t"}},
+    }
     compiled = compile_workflow(raw, {"t": ticking})
     events = await collect(engine.start(compiled))
     assert events[-1] == RunFinished("max_wall_time")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 from typing import Any
 
 from hypothesis import settings
@@ -80,22 +81,26 @@ def _registry(gen: GeneratedWorkflow) -> Registry:
 def _compile(gen: GeneratedWorkflow) -> Compiled:
     raw = dict(gen.raw)
     raw["states"] = {
-        name: {**state, "retry": {**state["retry"], "backoff_ms": 0}}
-        if "retry" in state else state
+        name: {**state, "retry": {**state["retry"], "backoff_ms": 0}} if "retry" in state else state
         for name, state in raw["states"].items()
     }
     return validate(converter.structure(raw, Workflow), _registry(gen), source="<generated>")
 
 
 def _engine(store: MemoryRunStore, oracle: Oracle, compiled: Compiled) -> Engine:
-    engine = Engine(store=store, clock=ManualClock(), ids=SequentialIds(),
-                    services={"oracle": oracle, GUARDS: oracle.guard})
+    engine = Engine(
+        store=store,
+        clock=ManualClock(),
+        ids=SequentialIds(),
+        services={"oracle": oracle, GUARDS: oracle.guard},
+    )
     engine.add_workflow(compiled)
     return engine
 
 
-async def _run(engine: Engine, compiled: Compiled, *, stop_after: int | None = None
-               ) -> tuple[list[Event], RunRecord, Any]:
+async def _run(
+    engine: Engine, compiled: Compiled, *, stop_after: int | None = None
+) -> tuple[list[Event], RunRecord, Any]:
     run = engine.start(compiled, run_id="run-x")
     events: list[Event] = []
     crashed: Any = None
@@ -132,7 +137,7 @@ class RunnerMachine(RuleBasedStateMachine):
         terminals = [e for e in events if isinstance(e, TERMINAL_EVENTS)]
         assert len(terminals) == 1 and events[-1] is terminals[0], events
         path = [*record.visited, record.state]
-        for here, there in zip(path, path[1:], strict=False):
+        for here, there in itertools.pairwise(path):
             targets = {b.to for branches in wf.states[here].on.values() for b in branches}
             assert there in targets, f"{here} -> {there} is not a declared transition"
         caps = self.compiled.workflow.limits
@@ -169,11 +174,14 @@ class RunnerMachine(RuleBasedStateMachine):
 
         store = MemoryRunStore()
         oracle = Oracle(seed, 10, crash_seq=crash_seq)
-        _, crashed_record, crashed = asyncio.run(_run(_engine(store, oracle, self.compiled),
-                                                      self.compiled))
+        _, crashed_record, crashed = asyncio.run(
+            _run(_engine(store, oracle, self.compiled), self.compiled)
+        )
         if crashed is None and crashed_record.status in ("finished", "failed"):
             assert (crashed_record.state, crashed_record.visited) == (
-                expected.state, expected.visited)
+                expected.state,
+                expected.visited,
+            )
             return
 
         async def resume() -> tuple[list[Event], RunRecord]:
@@ -187,7 +195,11 @@ class RunnerMachine(RuleBasedStateMachine):
         events, final = asyncio.run(resume())
         assert isinstance(events[-1], TERMINAL_EVENTS)
         assert (final.state, final.visited, final.status, final.stop_reason) == (
-            expected.state, expected.visited, expected.status, expected.stop_reason)
+            expected.state,
+            expected.visited,
+            expected.status,
+            expected.stop_reason,
+        )
 
     @rule(seed=st.integers(0, 2**32), after=st.integers(1, 6))
     def consumer_stops_early(self, seed: int, after: int) -> None:

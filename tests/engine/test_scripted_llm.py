@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from loopwright.engine.errors import LLM_ERROR_CODES, LLMError
+from loopwright.engine.llm_errors import llm_error_for, retry_after_seconds
 from loopwright.engine.testing.chunks import (
     CallSpec,
     RawBytes,
@@ -24,7 +26,6 @@ from loopwright.engine.testing.chunks import (
     text_reply,
     tool_calls_reply,
 )
-from loopwright.engine.llm_errors import llm_error_for, retry_after_seconds
 from loopwright.engine.testing.scripted_llm import ScriptedLLM
 
 

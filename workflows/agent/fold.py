@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from attrs import frozen
+
 from loopwright.engine.llm_errors import llm_error_for
 from loopwright.schemas import ToolCall
 

@@ -26,9 +26,9 @@ from .partial_json import KeyStreamer
 from .request import build_request
 from .services import AgentServices, CachedContext
 from .speech import SpeechJoiner
+from .tool_schema import PRE_EXEC_KEY
 from .tools import run_calls
 from .turn import TurnData, TurnInput, TurnUsage
-from .tool_schema import PRE_EXEC_KEY
 
 
 def _services(ctx: RunContext) -> AgentServices:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import attrs
+
 from loopwright.engine.ports import Clock
 from loopwright.engine.testing.memory import SystemClock
 from loopwright.schemas import Agent, AgentContext, Block, Message

@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from sqlalchemy import Connection
+
 from loopwright.adapters.storage._db import Database, Mode
 from loopwright.adapters.storage.sql import normalize_url
 from loopwright.adapters.storage.tables import metadata
-from sqlalchemy import Connection
 
 
 def _migrate(connection: Connection) -> None:

@@ -8,6 +8,7 @@ from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanage
 from typing import Any
 
 import pytest
+
 from loopwright.adapters.llm.fake_server import FakeOpenAIServer
 from loopwright.adapters.llm.openai_llm import OpenAILLM
 from loopwright.engine.errors import LLMError

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from attrs import frozen
+
 from loopwright.adapters.llm.fake_server import FakeOpenAIServer, replay
 from loopwright.adapters.llm.openai_llm import OpenAILLM, Transport
 from loopwright.engine.errors import LLMError

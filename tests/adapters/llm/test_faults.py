@@ -8,6 +8,7 @@ from typing import Any
 import openai
 import pytest
 from attrs import frozen
+
 from loopwright.adapters.llm.openai_llm import OpenAILLM, Transport
 from loopwright.engine.errors import LLMError
 from loopwright.engine.testing.chunks import (

@@ -11,6 +11,7 @@ import openai
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from loopwright.adapters.llm.fake_server import FakeOpenAIServer, demo_responder, replay
 from loopwright.adapters.llm.openai_llm import OpenAILLM, Transport
 from loopwright.engine.testing.chunks import (

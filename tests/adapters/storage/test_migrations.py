@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import Connection
+
 from loopwright.adapters.storage._db import Mode
 from loopwright.adapters.storage._migrate import MIGRATIONS, head_revision
 from loopwright.adapters.storage.sql import SqlStore
 from loopwright.adapters.storage.tables import HEAD_REVISION, metadata, stored_revision
 from loopwright.schemas import Agent
-from sqlalchemy import Connection
-
 from tests.pg import postgres_schema
 
 

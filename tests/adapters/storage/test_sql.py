@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine, event
+
 from loopwright.adapters.storage._db import Mode
 from loopwright.adapters.storage.sql import SqlStore, StoreUrlError, normalize_url, open_store
 from loopwright.adapters.storage.tables import SchemaVersionError
 from loopwright.schemas import Agent, Message
-from sqlalchemy import Engine, event
-
 from tests.pg import postgres_schema
 
 ANN = Agent(id="agent-1", name="ann")

@@ -15,6 +15,8 @@ import jsonschema
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import BaseModel, Field
+
 from loopwright.adapters.tools.python import (
     PythonToolbox,
     ToolDefinitionError,
@@ -23,7 +25,6 @@ from loopwright.adapters.tools.python import (
 )
 from loopwright.schemas import ToolOutput, ToolSpec
 from loopwright.workflows.agent.tool_schema import prepare_tools, strip_pre_exec
-from pydantic import BaseModel, Field
 
 MODULE = "tests.adapters.tools.toolmodule"
 

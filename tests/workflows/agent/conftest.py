@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -55,8 +55,13 @@ class Loop:
     def turn(self, text: str, **params: Any) -> Run:
         message = Message(id=self.engine.ids.new_id("msg"), role="user", content=text)
         turn = TurnInput(agent=self.agent.id, messages=(message,))
-        return self.engine.start(self.compiled, converter.unstructure(turn), params=params,
-                                 data=TurnData(agent_id=self.agent.id), key=self.agent.id)
+        return self.engine.start(
+            self.compiled,
+            converter.unstructure(turn),
+            params=params,
+            data=TurnData(agent_id=self.agent.id),
+            key=self.agent.id,
+        )
 
     async def log(self) -> Sequence[Message]:
         return await self.agents.list_messages(self.agent.id)
@@ -68,16 +73,20 @@ async def collect(run: Run) -> list[Event]:
 
 @pytest.fixture
 def make_loop() -> Callable[..., Any]:
-    async def build(script: Any, *, workflow: Any = None, tools: Sequence[Any] = (get_weather,),
-                    blocks: Sequence[Block] = (Block(label="human", value="Ada"),)) -> Loop:
+    async def build(
+        script: Any,
+        *,
+        workflow: Any = None,
+        tools: Sequence[Any] = (get_weather,),
+        blocks: Sequence[Block] = (Block(label="human", value="Ada"),),
+    ) -> Loop:
         TOOL_LOG.clear()
         clock, ids = ManualClock(), SequentialIds()
         agents = MemoryAgentStore(clock=clock)
         llm = ScriptedLLM(script)
         box = PythonToolbox.from_callables(list(tools))
         services = AgentServices(store=agents, llm=llm, toolbox_for=lambda agent: box)
-        engine = Engine(store=MemoryRunStore(), services={"agent": services}, clock=clock,
-                        ids=ids)
+        engine = Engine(store=MemoryRunStore(), services={"agent": services}, clock=clock, ids=ids)
         compiled = load_and_validate(workflow or workflow_path(), registry())
         engine.add_workflow(compiled)
         agent = await agents.create_agent(
@@ -87,7 +96,3 @@ def make_loop() -> Callable[..., Any]:
 
     return build
 
-
-@pytest.fixture
-async def no_leaks() -> AsyncIterator[None]:
-    yield

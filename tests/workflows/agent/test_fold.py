@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from loopwright.engine.errors import LLMError
 from loopwright.engine.testing.chunks import (
     content_chunk,

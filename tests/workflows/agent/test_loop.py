@@ -9,8 +9,8 @@ from typing import Any
 
 from loopwright.engine.testing.chunks import (
     CallSpec,
-    Response,
     Reset,
+    Response,
     Status,
     content_chunk,
     role_chunk,
@@ -36,7 +36,9 @@ def text_of(events: list[Any]) -> str:
     return "".join(e.text for e in events if isinstance(e, TextDelta))
 
 
-def weather_call(call_id: str = "call_1", city: str = "Paris", pre: str | None = "One sec.") -> CallSpec:
+def weather_call(
+    call_id: str = "call_1", city: str = "Paris", pre: str | None = "One sec."
+) -> CallSpec:
     args: dict[str, Any] = {}
     if pre is not None:
         args["pre_exec_msg"] = pre
@@ -51,32 +53,43 @@ async def test_text_turn_streams_and_stores(make_loop: Any) -> None:
     assert text_of(events) == "Hello there, Ada."
     assert events[-1] == RunFinished("final")
     assert [e.state for e in events if isinstance(e, StateEntered)] == [
-        "rebuild_memory", "request", "stream", "persist"
+        "rebuild_memory",
+        "request",
+        "stream",
+        "persist",
     ]
     assert Usage(10, 5, 15) in events
     log = await loop.log()
-    assert [(m.role, m.content) for m in log] == [("user", "hi"), ("assistant", "Hello there, Ada.")]
+    assert [(m.role, m.content) for m in log] == [
+        ("user", "hi"),
+        ("assistant", "Hello there, Ada."),
+    ]
     body = loop.llm.requests[0]
     assert body["messages"][0]["role"] == "system"
     assert "<human" in body["messages"][0]["content"] and "Ada" in body["messages"][0]["content"]
     assert body["messages"][-1] == {"role": "user", "content": "hi"}
     assert body["stream_options"] == {"include_usage": True}
     params = body["tools"][0]["function"]["parameters"]
-    assert list(params["properties"])[0] == "pre_exec_msg"
+    assert next(iter(params["properties"])) == "pre_exec_msg"
     assert "pre_exec_msg" in params["required"]
 
 
 async def test_tool_turn_speaks_pre_exec_runs_the_tool_and_answers(make_loop: Any) -> None:
-    loop = await make_loop([
-        tool_calls_reply([weather_call(pre="Let me check.")], fragments=5),
-        text_reply("It rains in Paris."),
-    ])
+    loop = await make_loop(
+        [
+            tool_calls_reply([weather_call(pre="Let me check.")], fragments=5),
+            text_reply("It rains in Paris."),
+        ]
+    )
     run = loop.turn("weather?")
     events = await collect(run)
     assert events[-1] == RunFinished("final")
     assert text_of(events) == "Let me check. It rains in Paris."
     assert TOOL_LOG == [("get_weather", {"city": "Paris"})]  # pre_exec_msg stripped
-    assert ToolCallStarted("call_1", "get_weather", weather_call(pre="Let me check.").arguments) in events
+    assert (
+        ToolCallStarted("call_1", "get_weather", weather_call(pre="Let me check.").arguments)
+        in events
+    )
     results = [e for e in events if isinstance(e, ToolResult)]
     assert [r.status for r in results] == ["ok"]
     log = await loop.log()
@@ -91,10 +104,12 @@ async def test_tool_turn_speaks_pre_exec_runs_the_tool_and_answers(make_loop: An
 
 
 async def test_parallel_calls_each_get_exactly_one_result(make_loop: Any) -> None:
-    loop = await make_loop([
-        tool_calls_reply([weather_call("call_a", "Paris"), weather_call("call_b", "Oslo")]),
-        text_reply("Both done."),
-    ])
+    loop = await make_loop(
+        [
+            tool_calls_reply([weather_call("call_a", "Paris"), weather_call("call_b", "Oslo")]),
+            text_reply("Both done."),
+        ]
+    )
     events = await collect(loop.turn("two cities"))
     assert events[-1] == RunFinished("final")
     assert sorted(city["city"] for _, city in TOOL_LOG) == ["Oslo", "Paris"]
@@ -120,7 +135,10 @@ async def test_bad_arguments_unknown_tools_and_exceptions_become_error_results(
     assert events[-1] == RunFinished("final")
     results = {e.id: e for e in events if isinstance(e, ToolResult)}
     assert {k: r.status for k, r in results.items()} == {
-        "c1": "error", "c2": "error", "c3": "error", "c4": "error"
+        "c1": "error",
+        "c2": "error",
+        "c3": "error",
+        "c4": "error",
     }
     assert "not valid JSON" in results["c1"].content
     assert "no_such_tool" in results["c2"].content
@@ -155,17 +173,21 @@ async def test_step_limit_stops_with_its_stop_reason_and_a_valid_log(make_loop: 
 
 
 async def test_error_before_output_is_retried(make_loop: Any) -> None:
-    loop = await make_loop([
-        Response(steps=(Status(status=503, error={"message": "busy"}),)),
-        text_reply("Recovered."),
-    ])
+    loop = await make_loop(
+        [
+            Response(steps=(Status(status=503, error={"message": "busy"}),)),
+            text_reply("Recovered."),
+        ]
+    )
     events = await collect(loop.turn("hi"))
     assert text_of(events) == "Recovered."
     assert events[-1] == RunFinished("final")
 
 
 async def test_error_after_output_fails_and_keeps_the_partial_text(make_loop: Any) -> None:
-    cut = Response(steps=(role_chunk(), content_chunk("Half a "), content_chunk("sentence"), Reset()))
+    cut = Response(
+        steps=(role_chunk(), content_chunk("Half a "), content_chunk("sentence"), Reset())
+    )
     loop = await make_loop([cut])
     run = loop.turn("hi")
     events = await collect(run)
@@ -173,7 +195,8 @@ async def test_error_after_output_fails_and_keeps_the_partial_text(make_loop: An
     assert run.record.status == "failed"
     log = await loop.log()
     assert [(m.role, m.content, m.incomplete) for m in log] == [
-        ("user", "hi", False), ("assistant", "Half a sentence", True)
+        ("user", "hi", False),
+        ("assistant", "Half a sentence", True),
     ]
     assert len(loop.llm.requests) == 1  # no retry once the client heard something
 
@@ -187,7 +210,7 @@ async def test_second_turn_sees_the_first(make_loop: Any) -> None:
     assert messages[2]["content"] == "One."
 
 
-MODERATE = '''
+MODERATE = """
 from typing import Any
 
 from loopwright.engine import Outcome, handler
@@ -198,11 +221,12 @@ from loopwright.schemas import TextDelta
 async def moderate(ctx: Any) -> Any:
     yield TextDelta(" [moderated]")
     yield Outcome("ok")
-'''
+"""
 
 
-async def test_a_state_inserted_by_config_runs(make_loop: Any, tmp_path: Path,
-                                               monkeypatch: Any) -> None:
+async def test_a_state_inserted_by_config_runs(
+    make_loop: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
     (tmp_path / "my_moderation.py").write_text(MODERATE)
     monkeypatch.syspath_prepend(str(tmp_path))
     copy = tmp_path / "custom.toml"

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from loopwright.workflows.agent.partial_json import KeyStreamer
 
 KEY = "pre_exec_msg"

@@ -10,6 +10,7 @@ import jsonschema
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from loopwright.schemas import ToolSpec
 from loopwright.workflows.agent.tool_schema import (
     HEARTBEAT_KEY,
