@@ -18,6 +18,7 @@ from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped]
 import attrs
+
 from loopwright.adapters.storage.sql import SqlStore, open_store
 from loopwright.schemas import Agent, Message, RunRecord
 

@@ -26,6 +26,7 @@ from contextlib import aclosing
 from typing import Any
 
 import openai
+
 from loopwright.adapters.llm.fake_server import FakeOpenAIServer
 from loopwright.adapters.llm.openai_llm import OpenAILLM, Transport
 from loopwright.engine.testing.chunks import Delay, Response, Step, text_reply

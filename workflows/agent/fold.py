@@ -99,7 +99,8 @@ class StreamFold:
         self.model: str | None = None
 
     def add(self, chunk: Mapping[str, Any]) -> str:
-        """Fold one chunk; return the visible text it added ('' if none).
+        """Fold one chunk; return the visible text it added ('' if none): content, and refusal
+        text, which the user must hear as it is stored.
 
         Raises: LLMError if the chunk carries an `error` object (the adapter raises first;
         this guards LLM implementations that pass such chunks on).
@@ -133,13 +134,14 @@ class StreamFold:
         calls = delta.get("tool_calls")
         if calls:
             self._fold_calls(calls)
+        refused = ""
         if "refusal" in delta or "reasoning_content" in delta or "reasoning" in delta:
-            self._side_channels(delta)
+            refused = self._side_channels(delta)
         text = delta.get("content")
         if text and text.__class__ is str:
             self._text.append(text)
-            return text
-        return ""
+            return text + refused
+        return refused
 
     def _identify(self, chunk: Mapping[str, Any]) -> None:
         chunk_id = chunk.get("id")
@@ -147,13 +149,16 @@ class StreamFold:
             self.response_id = chunk_id
             self.model = chunk.get("model") or None
 
-    def _side_channels(self, delta: Mapping[str, Any]) -> None:
+    def _side_channels(self, delta: Mapping[str, Any]) -> str:
+        """Fold reasoning and refusal; return the refusal text (the user hears a refusal)."""
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
         if reasoning and isinstance(reasoning, str):
             self._reasoning.append(reasoning)
         refusal = delta.get("refusal")
         if refusal and isinstance(refusal, str):  # Snowflake sends "" on every chunk
             self._refusal.append(refusal)
+            return refusal
+        return ""
 
     def _fold_calls(self, entries: Sequence[Mapping[str, Any]]) -> None:
         fragments: list[tuple[int, str]] = []

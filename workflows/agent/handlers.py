@@ -59,7 +59,14 @@ async def rebuild_memory(ctx: RunContext) -> Outcome:
     if data.step == 0 and turn.messages and ctx.run_id not in svc.input_writes:
         task = asyncio.ensure_future(svc.store.append_messages(agent.id, turn.messages))
         svc.input_writes[ctx.run_id] = task
+        # A failed write is not kept around (persist writes the input again, idempotently).
+        task.add_done_callback(lambda _: _drop_write(svc, ctx.run_id, task))
     return Outcome("next", data=attrs.evolve(data, agent_id=agent.id))
+
+
+def _drop_write(svc: AgentServices, run_id: str, task: asyncio.Task[Any]) -> None:
+    if svc.input_writes.get(run_id) is task and (task.cancelled() or task.exception()):
+        del svc.input_writes[run_id]
 
 
 async def _cached(svc: AgentServices, agent_id: str) -> CachedContext:
@@ -126,8 +133,16 @@ async def stream(ctx: RunContext) -> AsyncIterator[Any]:
                         piece = reader.feed(fragment)
                         if piece:
                             yield TextDelta(speech.pre_exec(position, piece))
+    except (GeneratorExit, asyncio.CancelledError):
+        # Barge-in: the client stopped listening. Keep what it heard, so the next turn's
+        # model knows where it was cut off.
+        if speech.step_text:
+            await asyncio.shield(_store_heard(ctx, data, speech))
+        raise
     except LLMError as err:
         if not speech.step_text:
+            # The turn may end here (retries exhausted): its input is stored before it does.
+            await _settle_input_write(svc, ctx.run_id, _turn(ctx))
             raise
         yield _failed(ctx, data, fold, speech, err)
         return
@@ -157,8 +172,19 @@ def _assistant(
     )
 
 
+async def _store_heard(ctx: RunContext, data: TurnData, speech: SpeechJoiner) -> None:
+    svc, turn = _services(ctx), _turn(ctx)
+    await _settle_input_write(svc, ctx.run_id, turn)
+    batch = [
+        *(turn.messages if data.step == 0 else ()),
+        _assistant(ctx, data, speech.step_said, (), incomplete=True),
+    ]
+    agent = await svc.store.append_messages(data.agent_id, batch)
+    svc.appended(agent, batch)
+
+
 def _streamed(ctx: RunContext, data: TurnData, result: FoldResult, speech: SpeechJoiner) -> Outcome:
-    text = result.text or (result.refusal or "")
+    text = result.text + (result.refusal or "")
     message = _assistant(ctx, data, text, result.tool_calls)
     usage = _add_usage(data.usage, result.usage)
     new = attrs.evolve(data, assistant=message, spoken=speech.turn_text, usage=usage, request=None)
@@ -168,8 +194,9 @@ def _streamed(ctx: RunContext, data: TurnData, result: FoldResult, speech: Speec
 def _failed(
     ctx: RunContext, data: TurnData, fold: StreamFold, speech: SpeechJoiner, err: LLMError
 ) -> Outcome:
-    # Calls whose arguments were cut off cannot run; keep only the text the client heard.
-    message = _assistant(ctx, data, fold.text, (), incomplete=True)
+    # Calls whose arguments were cut off cannot run; keep the text the client heard,
+    # pre-exec speech included, as the message content.
+    message = _assistant(ctx, data, speech.step_said, (), incomplete=True)
     new = attrs.evolve(data, assistant=message, spoken=speech.turn_text, failed=True, request=None)
     error = ErrorInfo(code=err.code, message=err.message, retryable=err.retryable)
     return Outcome("failed", data=new, error=error)
@@ -222,14 +249,20 @@ async def execute_tools(ctx: RunContext) -> AsyncIterator[Any]:
     yield Outcome("next", data=attrs.evolve(data, tool_messages=tuple(messages)))
 
 
+async def _settle_input_write(svc: AgentServices, run_id: str, turn: TurnInput) -> None:
+    """Wait for the turn's overlapped input write and fold it into the context cache."""
+    write = svc.input_writes.pop(run_id, None)
+    if write is not None:
+        svc.appended(await write, turn.messages)
+
+
 @handler(outcomes=["continue", "done"])
 async def persist(ctx: RunContext) -> Outcome:
     """Store this step's messages in one transaction (idempotent by id), then decide."""
     svc, data = _services(ctx), ctx.data
-    write = svc.input_writes.pop(ctx.run_id, None)
-    if write is not None:
-        await write
-    batch: list[Message] = list(_turn(ctx).messages) if data.step == 0 else []
+    turn = _turn(ctx)
+    await _settle_input_write(svc, ctx.run_id, turn)
+    batch: list[Message] = list(turn.messages) if data.step == 0 else []
     if data.assistant is not None:
         batch.append(data.assistant)
     batch.extend(data.tool_messages)

@@ -73,12 +73,18 @@ class AgentServices:
         """Record that `messages` joined the context and the agent is now at `agent.version`.
 
         The system prompt does not change: its counts (stored vs in context) grow together.
+        The store bumps the version once per write that stored something, so any other jump
+        means an outside change and the cache is dropped.
         """
         cached = self._contexts.get(agent.id)
         if cached is None:
             return
         known = {m.id for m in cached.context.messages}
         new = [m for m in messages if m.id not in known]
+        if agent.version != cached.version + (1 if new else 0):
+            # Something else changed the agent too (a memory edit, a summary): reload.
+            self.forget(agent.id)
+            return
         context = attrs.evolve(
             cached.context,
             agent=agent,

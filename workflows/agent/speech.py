@@ -7,11 +7,11 @@ stored log (`spoken_text`), so what the client received equals what was stored (
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 
 from loopwright.schemas import Message
 
+from .partial_json import KeyStreamer
 from .tool_schema import PRE_EXEC_KEY
 
 
@@ -24,13 +24,14 @@ def _seam(last: str, text: str) -> str:
 class SpeechJoiner:
     """Joins one step's streamed pieces onto what the turn already said."""
 
-    __slots__ = ("_before", "_last", "_parts", "_piece")
+    __slots__ = ("_before", "_last", "_parts", "_piece", "_seamed_start")
 
     def __init__(self, spoken_before: str) -> None:
         self._before = spoken_before
         self._last = spoken_before[-1:]
         self._parts: list[str] = []
         self._piece: object = None
+        self._seamed_start = False
 
     def content(self, text: str) -> str:
         """A content delta; returns the text to send."""
@@ -43,10 +44,19 @@ class SpeechJoiner:
     def _emit(self, piece: object, text: str) -> str:
         if piece != self._piece:
             self._piece = piece
-            text = _seam(self._last, text)
+            joined = _seam(self._last, text)
+            if not self._parts and joined is not text:
+                self._seamed_start = True
+            text = joined
         self._parts.append(text)
         self._last = text[-1]
         return text
+
+    @property
+    def step_said(self) -> str:
+        """This step's text without the joining space put at its start (what is stored)."""
+        text = self.step_text
+        return text[1:] if self._seamed_start else text
 
     @property
     def step_text(self) -> str:
@@ -60,13 +70,9 @@ class SpeechJoiner:
 
 
 def pre_exec_of(arguments: str) -> str:
-    """The `pre_exec_msg` of a call's raw arguments ('' when absent or not JSON)."""
-    try:
-        parsed = json.loads(arguments) if arguments else {}
-    except ValueError:
-        return ""
-    value = parsed.get(PRE_EXEC_KEY) if isinstance(parsed, dict) else None
-    return value if isinstance(value, str) else ""
+    """The `pre_exec_msg` a client heard from a call's raw arguments: read by the same reader
+    the stream uses, so speech from arguments whose JSON breaks later still counts."""
+    return KeyStreamer(PRE_EXEC_KEY).feed(arguments)
 
 
 def spoken_text(messages: Iterable[Message], *, pre_exec: bool = True) -> str:

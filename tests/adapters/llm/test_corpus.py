@@ -232,7 +232,8 @@ async def _fold(llm: OpenAILLM, name: str) -> tuple[FoldResult, LLMError | None]
     except LLMError as exc:
         error = exc
     result = fold.result()
-    assert "".join(streamed) == result.text  # every visible piece was returned as it came
+    # every visible piece (content, and refusal text the user must hear) came out as it arrived
+    assert "".join(streamed) == result.text + (result.refusal or "")
     return result, error
 
 

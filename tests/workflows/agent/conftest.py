@@ -95,4 +95,3 @@ def make_loop() -> Callable[..., Any]:
         return Loop(engine, agents, llm, compiled, agent, services)
 
     return build
-

@@ -232,12 +232,12 @@ def test_only_choice_zero_is_folded() -> None:
     assert fold.result().text == "A"
 
 
-def test_reasoning_and_refusal_are_not_reply_text() -> None:
+def test_reasoning_is_never_visible_and_refusal_is_heard_but_kept_apart() -> None:
     fold = StreamFold()
     assert fold.add(delta_chunk({"content": None, "reasoning_content": "hmm"})) == ""
     assert fold.add(delta_chunk({"reasoning": " so", "channel": "analysis"})) == ""
     assert fold.add(delta_chunk({"content": None, "refusal": ""})) == ""
-    assert fold.add(delta_chunk({"refusal": "No."})) == ""
+    assert fold.add(delta_chunk({"refusal": "No."})) == "No."  # the user hears a refusal
     assert fold.add(delta_chunk({"content": "", "refusal": "", "tool_calls": []})) == ""
     result = fold.result()
     assert (result.text, result.reasoning, result.refusal) == ("", "hmm so", "No.")
