@@ -184,6 +184,7 @@ class App:
         turn = TurnInput(
             agent=agent.id, messages=tuple(new), client_tools=tuple(dict(t) for t in client_tools)
         )
+        self.agents.prime(run_id, agent)
         return self.engine.start(
             compiled,
             converter.unstructure(turn),

@@ -287,12 +287,13 @@ class Run:
     async def _begin(self) -> None:
         if self._resumed:
             return
+        if self._compiled.workflow.durability != "exit":
+            # Overlapped with the first states; awaited before the first checkpoint.
+            self._pending_save = asyncio.ensure_future(self._engine.store.create(self.record))
         try:
             self._machine.enter_initial(self._ctx(1))
         except Exception as err:  # a user hook raised
             raise _Stop(await self._fail("hook_error", f"{type(err).__name__}: {err}")) from err
-        if self._compiled.workflow.durability != "exit":
-            await self._engine.store.create(self.record)
 
     async def _transition(self, sd: StateDef, outcome: Outcome) -> None:
         state = self.record.state
@@ -322,10 +323,12 @@ class Run:
         )
         if self._stepping:
             await self._checkpoint(rec, force=True)
-        elif sd.checkpoint:
+        elif sd.checkpoint and not self._compiled.workflow.states[target].final:
             await self._checkpoint(rec)
         else:
-            self.record = rec  # replayed from the previous checkpoint after a crash
+            # Replayed from the previous checkpoint after a crash; or a final state, whose
+            # terminal write follows at once.
+            self.record = rec
         max_transitions = self._caps[1]
         if (
             max_transitions is not None

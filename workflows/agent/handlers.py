@@ -54,7 +54,7 @@ async def rebuild_memory(ctx: RunContext) -> Outcome:
     if data.step > 0 and svc.cached(data.agent_id) is not None:
         return Outcome("next")
     turn = _turn(ctx)
-    agent = await svc.store.get_agent(data.agent_id or turn.agent)
+    agent = svc.fresh(ctx.run_id) or await svc.store.get_agent(data.agent_id or turn.agent)
     await svc.context(agent)
     if data.step == 0 and turn.messages and ctx.run_id not in svc.input_writes:
         task = asyncio.ensure_future(svc.store.append_messages(agent.id, turn.messages))

@@ -49,6 +49,15 @@ class AgentServices:
         self._toolboxes: dict[tuple[str, tuple[str, ...]], Toolbox] = {}
         self._tools: dict[tuple[str, tuple[str, ...], bool, bool], list[dict[str, Any]]] = {}
         self.input_writes: dict[str, asyncio.Task[Any]] = {}
+        self._fresh: dict[str, Agent] = {}
+
+    def prime(self, run_id: str, agent: Agent) -> None:
+        """Hand a run the agent its caller has just read, saving rebuild_memory a query."""
+        self._fresh[run_id] = agent
+
+    def fresh(self, run_id: str) -> Agent | None:
+        """The primed agent of a run, once."""
+        return self._fresh.pop(run_id, None)
 
     async def context(self, agent: Agent) -> CachedContext:
         """The agent's context, reloaded only when its version moved."""
