@@ -85,6 +85,7 @@ class Run:
         self._caps = limits_of(compiled.workflow.limits, record.params)
         self._gen: AsyncGenerator[Event, None] | None = None
         self._stepping = False
+        self._counters: dict[str, int] = dict(record.counters)
 
     @property
     def id(self) -> str:
@@ -219,8 +220,11 @@ class Run:
         timeout = None if sd.timeout_ms is None else sd.timeout_ms / 1000
         try:
             if not spec.streaming:
-                async with asyncio.timeout(timeout):
+                if timeout is None:
                     value = await spec.fn(ctx)
+                else:
+                    async with asyncio.timeout(timeout):
+                        value = await spec.fn(ctx)
                 yield _outcome_of(value, ctx.state)
                 return
             async with aclosing(self._stream_handler(spec, ctx, timeout)) as items:
@@ -275,7 +279,7 @@ class Run:
             attempt=attempt,
             seq=rec.seq,
             params=rec.params,
-            counters=rec.counters,
+            counters=self._counters,
             data=self._data,
             inputs=rec.inputs,
             key=rec.key,
@@ -308,8 +312,9 @@ class Run:
             raise
         except Exception as err:  # a user hook raised
             raise _Stop(await self._fail("hook_error", f"{type(err).__name__}: {err}")) from err
-        counters = dict(self.record.counters)
+        counters = dict(self._counters)
         counters["transitions"] = counters.get("transitions", 0) + 1
+        self._counters = counters
         rec = attrs.evolve(
             self.record,
             state=target,
@@ -340,7 +345,7 @@ class Run:
     def _count_entry(self, sd: StateDef) -> str | None:
         """Count the entry into the current state; return a cap's stop reason if one is hit."""
         rec = self.record
-        counters = dict(rec.counters)
+        counters = dict(self._counters)
         visits = f"visits.{rec.state}"
         counters[visits] = counters.get(visits, 0) + 1
         if sd.step:
@@ -351,7 +356,7 @@ class Run:
         max_wall = self._caps[2]
         if max_wall is not None and (self._engine.clock.now() - rec.started_at) * 1000 > max_wall:
             return "max_wall_time"
-        self.record = attrs.evolve(rec, counters=counters)
+        self._counters = counters  # joins the record at the transition's single evolve
         return None
 
     def _unstructured(self) -> Any:
