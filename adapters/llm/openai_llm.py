@@ -41,6 +41,7 @@ from .sse import SSEDecoder
 Transport = Literal["aiohttp", "sdk"]
 _DONE = b"[DONE]"
 _DROPPED_HEADERS = frozenset({"host", "content-length", "accept-encoding", "connection"})
+_MAX_TARGETS = 64  # cached (URL, headers) per model: a bound, models are a handful
 
 
 async def sdk_request_target(
@@ -78,6 +79,22 @@ async def sdk_request_target(
     return str(request.url), headers
 
 
+def static_request_target(client: openai.AsyncOpenAI) -> bool:
+    """Whether the SDK builds the same URL and headers for every request of one model.
+
+    It does unless auth is computed per request: a request-signing `custom_auth` (workload
+    identity, a provider runtime), an `api_key` given as a callable (refreshed before each
+    request), or an Azure AD token provider. A static Azure key or token, default headers
+    and query, the base URL and the Azure deployment path are all fixed by the client."""
+    return (
+        client.custom_auth is None
+        and getattr(client, "_api_key_provider", None) is None
+        and getattr(client, "_provider_runtime", None) is None
+        and getattr(client, "workload_identity", None) is None
+        and getattr(client, "_azure_ad_token_provider", None) is None
+    )
+
+
 class OpenAILLM:
     """Chat completions from any OpenAI-compatible endpoint, as plain dicts.
 
@@ -86,6 +103,9 @@ class OpenAILLM:
         base_url, api_key: used to build a client when none is given (else the SDK reads
             OPENAI_BASE_URL / OPENAI_API_KEY).
         transport: `aiohttp` (the fast path) or `sdk`.
+            On `aiohttp`, the URL and headers the SDK would send are built once per model
+            when they cannot change (`static_request_target`; ~0.2 ms a request otherwise), so
+            changes to the client's configuration after the first request are not seen.
         connect_timeout: seconds to open a connection.
         first_byte_timeout: seconds from sending the request to the first body byte.
         read_timeout: seconds allowed between two reads once the stream has started.
@@ -114,6 +134,8 @@ class OpenAILLM:
         self._read_timeout = read_timeout
         self._sdk_timeout = openai.Timeout(read_timeout, connect=connect_timeout)
         self._session: aiohttp.ClientSession | None = None
+        self._static_target = static_request_target(self._client)
+        self._targets: dict[str, tuple[str, list[tuple[str, str]]]] = {}
 
     @property
     def client(self) -> openai.AsyncOpenAI:
@@ -172,8 +194,19 @@ class OpenAILLM:
             if response is not None and not ok:
                 response.close()
 
+    async def _target(self, model: object) -> tuple[str, list[tuple[str, str]]]:
+        """The URL and headers of a request for `model` (cached, see `transport`)."""
+        if not (self._static_target and isinstance(model, str)):
+            return await sdk_request_target(self._client, model, self._sdk_timeout)
+        found = self._targets.get(model)
+        if found is None:
+            found = await sdk_request_target(self._client, model, self._sdk_timeout)
+            if len(self._targets) < _MAX_TARGETS:
+                self._targets[model] = found
+        return found
+
     async def _stream_aiohttp(self, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
-        url, headers = await sdk_request_target(self._client, body.get("model"), self._sdk_timeout)
+        url, headers = await self._target(body.get("model"))
         response, data = await self._open(url, headers, orjson.dumps(body))
         content = response.content
         decoder = SSEDecoder()

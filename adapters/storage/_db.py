@@ -9,13 +9,14 @@ runs it off the event loop in one of four modes:
   READ, read-only; SQLite a deferred transaction, which reads one WAL snapshot).
 
 PostgreSQL runs the body through the async engine (`AsyncConnection.run_sync`, asyncpg, no
-thread). SQLite runs the whole body in one worker thread on the sync sqlite3 driver: measured
-here, aiosqlite hops to its thread for every cursor call (~30 hops for `load_context`), which cost
-~4x the time of running the body in a single hop. Writes have one thread (they serialise in
-SQLite anyway, and queueing in-process beats sleeping in SQLite's busy handler); reads have a few.
+thread). SQLite runs the whole body in one worker thread on the sync sqlite3 driver (see
+`_sqlite.py`); the hot calls there skip SQLAlchemy altogether (`Database.run_lite`).
 
 A call runs to its end even if its caller is cancelled (the caller then gets CancelledError):
 a cancel inside a round trip would leave the connection mid-protocol and the write in doubt.
+
+Each backend's SQLAlchemy modules are imported when a store first uses that backend: the
+asyncio extension and the PostgreSQL dialect cost ~0.3 s of start-up that SQLite never needs.
 """
 
 from __future__ import annotations
@@ -23,29 +24,24 @@ from __future__ import annotations
 import asyncio
 import enum
 import sqlite3
-import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
-from sqlalchemy import URL, Connection, Engine, Row, create_engine, event
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy import URL, Connection, Row
+
+if TYPE_CHECKING:
+    from sqlalchemy import Table
+    from sqlalchemy.dialects import postgresql, sqlite
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from ._sqlite import SqliteRunner
 
 T = TypeVar("T")
 AnyRow: TypeAlias = Row[*tuple[Any, ...]]
 """A result row of any shape."""
 Body = Callable[[Connection], T]
-
-_BUSY_TIMEOUT_S = 10.0  # other connections writing the same file: wait, don't fail
-_SQLITE_PRAGMAS = (
-    f"busy_timeout={int(_BUSY_TIMEOUT_S * 1000)}",
-    "foreign_keys=ON",
-    # WAL + NORMAL survives a crash of the process, fsyncs at checkpoints instead of per commit.
-    "synchronous=NORMAL",
-)
-_IMMEDIATE = "loopwright_immediate"
-_READ_THREADS = 4
+LiteBody = Callable[[sqlite3.Connection], T]
+"""A body on the bare sqlite3 connection (SQLite's hot calls; see `Database.run_lite`)."""
 
 
 class Mode(enum.Enum):
@@ -57,48 +53,23 @@ class Mode(enum.Enum):
     SNAPSHOT = "snapshot"
 
 
-def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
-    # Take transaction control away from the driver so that `_sqlite_begin` decides the mode.
-    dbapi_connection.isolation_level = None
-    for pragma in _SQLITE_PRAGMAS:
-        dbapi_connection.execute(f"PRAGMA {pragma}")
-    _use_wal(dbapi_connection)
+async def outlast(future: asyncio.Future[Any]) -> bool:
+    """Wait until `future` is done, whatever cancels the waiter; True if one did.
 
-
-def _use_wal(dbapi_connection: Any) -> None:
-    """Switch the file to WAL (it stays so); runs in a worker thread, so it may sleep.
-
-    The switch needs the file to itself and SQLite does not wait for that (no busy handler),
-    so connections racing on a new file retry until the first one has switched it."""
-    deadline = time.monotonic() + _BUSY_TIMEOUT_S
-    while True:
-        try:
-            mode = dbapi_connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        except sqlite3.OperationalError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.005)
-            continue
-        if mode != "wal":
-            raise sqlite3.OperationalError(f"cannot use WAL on this file (journal mode {mode})")
-        return
-
-
-def _sqlite_begin(conn: Connection) -> None:
-    immediate = conn.get_execution_options().get(_IMMEDIATE, False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-
-async def _finish(started: Awaitable[T]) -> T:
-    """Await `started` to its end even if cancelled meanwhile; then raise CancelledError."""
-    future = asyncio.ensure_future(started)
+    `asyncio.wait` never cancels what it waits for, so the work goes on to its end."""
     cancelled = False
     while not future.done():
         try:
             await asyncio.wait((future,))
         except asyncio.CancelledError:
             cancelled = True
-    if cancelled:
+    return cancelled
+
+
+async def _finish(started: Awaitable[T]) -> T:
+    """Await `started` to its end even if cancelled meanwhile; then raise CancelledError."""
+    future = asyncio.ensure_future(started)
+    if await outlast(future):
         if not future.cancelled():
             future.exception()  # retrieved: the caller asked to be cancelled, not told
         raise asyncio.CancelledError
@@ -110,28 +81,47 @@ class Database:
 
     def __init__(self, url: URL, *, schema: str | None = None) -> None:
         self.pg = url.get_backend_name() == "postgresql"
-        self.insert = postgresql.insert if self.pg else sqlite.insert
+        self._pg: _PgRunner | None = None
+        self._sync: SqliteRunner | None = None
+        self.insert: Callable[[Table], postgresql.Insert | sqlite.Insert]
         if self.pg:
-            self._async = _PgRunner(url, schema)
+            from sqlalchemy.dialects import postgresql
+
+            self.insert = postgresql.insert
+            self._pg = _PgRunner(url, schema)
         else:
-            self._sync = _SqliteRunner(url)
+            from sqlalchemy.dialects import sqlite
+
+            from ._sqlite import SqliteRunner
+
+            self.insert = sqlite.insert
+            self._sync = SqliteRunner(url)
 
     async def run(self, body: Body[T], mode: Mode) -> T:
         """Run `body` on a connection in `mode`; its result, or its exception."""
-        if self.pg:
-            return await _finish(self._async.run(body, mode))
-        return await _finish(self._sync.run(body, mode))
+        if self._sync is not None:
+            return await self._sync.run(body, mode)
+        assert self._pg is not None
+        return await _finish(self._pg.run(body, mode))
+
+    async def run_lite(self, body: LiteBody[T], mode: Mode) -> T:
+        """Run `body` on a bare sqlite3 connection in `mode` (SQLite only)."""
+        if self._sync is None:
+            raise TypeError("run_lite is for SQLite databases; use run() on PostgreSQL")
+        return await self._sync.run_lite(body, mode)
 
     async def dispose(self) -> None:
         """Close every pooled connection (and, for SQLite, the worker threads)."""
-        if self.pg:
-            await self._async.engine.dispose()
-        else:
+        if self._sync is not None:
             await asyncio.to_thread(self._sync.close)
+        elif self._pg is not None:
+            await self._pg.engine.dispose()
 
 
 class _PgRunner:
     def __init__(self, url: URL, schema: str | None) -> None:
+        from sqlalchemy.ext.asyncio import create_async_engine
+
         connect_args: dict[str, Any] = {}
         if schema is not None:
             connect_args["server_settings"] = {"search_path": schema}
@@ -148,32 +138,3 @@ class _PgRunner:
         engine = self._snapshot if mode is Mode.SNAPSHOT else self._auto
         async with engine.connect() as conn:
             return await conn.run_sync(body)
-
-
-class _SqliteRunner:
-    def __init__(self, url: URL) -> None:
-        self.engine: Engine = create_engine(url)
-        event.listen(self.engine, "connect", _sqlite_connect)
-        event.listen(self.engine, "begin", _sqlite_begin)
-        self._immediate = self.engine.execution_options(**{_IMMEDIATE: True})
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="loopwright-sqlite-write")
-        self._readers = ThreadPoolExecutor(_READ_THREADS, thread_name_prefix="loopwright-sqlite")
-
-    def run(self, body: Body[T], mode: Mode) -> asyncio.Future[T]:
-        loop = asyncio.get_running_loop()
-        if mode in (Mode.WRITE, Mode.STATEMENT):
-            return loop.run_in_executor(self._writer, self._write, body)
-        return loop.run_in_executor(self._readers, self._read, body)
-
-    def _write(self, body: Body[T]) -> T:
-        with self._immediate.begin() as conn:
-            return body(conn)
-
-    def _read(self, body: Body[T]) -> T:
-        with self.engine.connect() as conn:
-            return body(conn)
-
-    def close(self) -> None:
-        self._writer.shutdown()
-        self._readers.shutdown()
-        self.engine.dispose()

@@ -78,7 +78,7 @@ def block_from_row(row: Any) -> Block:
         label=row.label,
         value=row.value,
         limit=row.limit,
-        read_only=row.read_only,
+        read_only=bool(row.read_only),  # sqlite3 reads a BOOLEAN column as 0 or 1
         description=row.description,
     )
 
@@ -113,7 +113,7 @@ def message_from_row(row: Any) -> Message:
         name=row.name,
         run_id=row.run_id,
         step=row.step,
-        incomplete=row.incomplete,
+        incomplete=bool(row.incomplete),
         created_at=row.created_at,
     )
 

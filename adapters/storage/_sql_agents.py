@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sqlite3
+from collections import namedtuple
+from collections.abc import Callable, Collection, Iterable, Sequence
+from functools import cache
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, bindparam, case, func, or_, select
-from sqlalchemy.dialects.postgresql import ARRAY
+from attrs import frozen
+from sqlalchemy import Connection, Table, bindparam, case, func, or_, select
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.sql import ColumnElement, Executable, Select
 
 from loopwright.engine.ports import Clock
@@ -30,6 +34,7 @@ from ._rows import (
     message_from_row,
     message_row,
 )
+from ._sqlite import LiteSql, lite_sql
 
 _by_id = select(t.agents).where(t.agents.c.id == bindparam("b_id"))
 _by_name_or_id = (
@@ -70,17 +75,131 @@ def _context_query(pg: bool) -> Select[Any]:
     # index instead of the unique index on `id`. Rows of other agents are dropped in Python.
     own = select(t.messages)
     if pg:
+        from sqlalchemy.dialects.postgresql import ARRAY
+
         ids = bindparam("b_ids", type_=ARRAY(t.messages.c.id.type))
         return own.where(t.messages.c.id == func.any(ids))
     listed = func.json_each(bindparam("b_ids")).table_valued("value")
     return own.where(t.messages.c.id.in_(select(listed.c.value)))
 
 
+def _blocks_query(pg: bool) -> Select[Any]:
+    # Code-point order, as Python sorts: PostgreSQL would sort by the database's locale.
+    label: ColumnElement[str] = t.blocks.c.label.collate("C") if pg else t.blocks.c.label
+    return select(t.blocks).where(t.blocks.c.agent_id == bindparam("b_id")).order_by(label)
+
+
+def _row_type(table: Table) -> Callable[[Iterable[Any]], Any]:
+    """Rows of `select(table)` from sqlite3 tuples, read by name as SQLAlchemy's rows are."""
+    row_class: Any = namedtuple("Row", [c.name for c in table.c])  # type: ignore[misc]
+    make: Callable[[Iterable[Any]], Any] = row_class._make
+    return make
+
+
+_agent_row = _row_type(t.agents)
+_block_row = _row_type(t.blocks)
+_message_row = _row_type(t.messages)
+
+
+@frozen
+class _Lite:
+    """SQLite's hot statements (see `_sqlite.py`)."""
+
+    by_key: LiteSql
+    by_id: LiteSql
+    blocks: LiteSql
+    context: LiteSql
+    insert_message: LiteSql
+    append: LiteSql
+
+
+@cache
+def _lite() -> _Lite:
+    columns = [c.name for c in t.messages.c if c.name != "pos"]  # what message_row gives
+    return _Lite(
+        by_key=lite_sql(_by_name_or_id),
+        by_id=lite_sql(_by_id),
+        blocks=lite_sql(_blocks_query(False)),
+        context=lite_sql(_context_query(False)),
+        insert_message=lite_sql(sqlite_insert(t.messages).on_conflict_do_nothing(), columns),
+        append=lite_sql(_append),
+    )
+
+
+def _fetch(conn: sqlite3.Connection, sql: LiteSql, params: dict[str, Any]) -> Any:
+    """The first row of `sql` as a tuple, or None."""
+    return conn.execute(sql.text, sql.params(params)).fetchone()
+
+
+def _get_lite(conn: sqlite3.Connection, key: str) -> Any:
+    found = _fetch(conn, _lite().by_key, {"b_key": key})
+    return None if found is None else _agent_row(found)
+
+
+def _append_lite(
+    conn: sqlite3.Connection, agent_id: str, rows: dict[str, dict[str, Any]], in_context: bool
+) -> Agent:
+    lite = _lite()
+    found = _fetch(conn, lite.by_id, {"b_id": agent_id})
+    if found is None:
+        raise AgentNotFoundError(agent_id)
+    agent = _agent_row(found)
+    insert = lite.insert_message
+    stored = {i for i, r in rows.items() if conn.execute(insert.text, insert.params(r)).rowcount}
+    if not stored:
+        return agent_from_row(agent)
+    update = _appended(agent, rows, stored, in_context=in_context)
+    conn.execute(lite.append.text, lite.append.params(update))
+    return agent_from_row(agent, version=agent.version + 1)
+
+
+def _appended(
+    agent: Any, rows: dict[str, Any], stored: Collection[str], *, in_context: bool
+) -> dict[str, Any]:
+    """The parameters of `_append` once `stored` (ids of `rows`) were inserted."""
+    context = orjson.loads(agent.in_context)
+    if in_context:
+        context.extend(i for i in rows if i in stored)
+    return {"b_id": agent.id, "b_added": len(stored), "in_context": dumps(context)}
+
+
+def _load_context_lite(conn: sqlite3.Connection, agent_id: str) -> AgentContext:
+    lite = _lite()
+    found = _fetch(conn, lite.by_id, {"b_id": agent_id})
+    if found is None:
+        raise AgentNotFoundError(agent_id)
+    row = _agent_row(found)
+    params = {"b_id": agent_id}
+    blocks = [_block_row(b) for b in conn.execute(lite.blocks.text, lite.blocks.params(params))]
+    ids: list[str] = orjson.loads(row.in_context)
+    messages = []
+    if ids:
+        listed = conn.execute(lite.context.text, lite.context.params({"b_ids": row.in_context}))
+        messages = [_message_row(m) for m in listed]
+    return _context(row, ids, blocks, messages)
+
+
+def _context(
+    row: Any, ids: list[str], blocks: Iterable[Any], messages: Iterable[Any]
+) -> AgentContext:
+    """The AgentContext of an agent row, its block rows and the rows of its listed messages
+    (rows of other agents' messages are dropped here, see `_context_query`)."""
+    own = [m for m in messages if m.agent_id == row.id]
+    return AgentContext(
+        agent=agent_from_row(row),
+        blocks=tuple(block_from_row(b) for b in blocks),
+        messages=in_context_order(ids, own),
+        total_messages=row.message_count,
+        last_edit_at=row.last_edit_at,
+    )
+
+
 class SqlAgentStore:
     """`AgentStore` on the `agents`, `blocks` and `messages` tables; mixed into `SqlStore`.
 
     Each method prepares its rows on the event loop and runs a body (a plain function of one
-    connection) through `Database.run`."""
+    connection) through `Database.run`; on SQLite, the calls of every turn (`get_agent`,
+    `append_messages`, `load_context`) run a lite body on bare sqlite3 (`Database.run_lite`)."""
 
     _db: Database
     _clock: Clock
@@ -96,11 +215,9 @@ class SqlAgentStore:
         pg = self._db.pg
         insert = self._db.insert
         self._q_context = _context_query(pg)
+        self._q_blocks = _blocks_query(pg)
         # Code-point order, as Python sorts: PostgreSQL would sort by the database's locale.
-        label: ColumnElement[str] = t.blocks.c.label.collate("C") if pg else t.blocks.c.label
         name: ColumnElement[str] = t.agents.c.name.collate("C") if pg else t.agents.c.name
-        own_blocks = select(t.blocks).where(t.blocks.c.agent_id == bindparam("b_id"))
-        self._q_blocks = own_blocks.order_by(label)
         self._q_agents = select(t.agents).order_by(name)
         self._q_lock_agent = _by_id.with_for_update() if pg else _by_id
         self._q_insert_messages = (
@@ -139,7 +256,10 @@ class SqlAgentStore:
         def body(conn: Connection) -> AnyRow | None:
             return conn.execute(_by_name_or_id, {"b_key": name_or_id}).first()
 
-        row = await self._db.run(body, Mode.READ)
+        if self._db.pg:
+            row = await self._db.run(body, Mode.READ)
+        else:
+            row = await self._db.run_lite(lambda conn: _get_lite(conn, name_or_id), Mode.READ)
         if row is None:
             raise AgentNotFoundError(name_or_id)
         return agent_from_row(row)
@@ -182,6 +302,10 @@ class SqlAgentStore:
         transaction; returns the agent, at a new version if anything was stored."""
         pg = self._db.pg
         unique = {m.id: message_row(agent_id, m, pg=pg) for m in messages}
+        if not pg:
+            return await self._db.run_lite(
+                lambda conn: _append_lite(conn, agent_id, unique, in_context), Mode.WRITE
+            )
         rows = list(unique.values())
 
         def body(conn: Connection) -> Agent:
@@ -191,11 +315,7 @@ class SqlAgentStore:
             stored = set(conn.execute(self._q_insert_messages, rows).scalars()) if rows else ()
             if not stored:
                 return agent_from_row(agent)
-            context = orjson.loads(agent.in_context)
-            if in_context:
-                context.extend(i for i in unique if i in stored)
-            update = {"b_id": agent_id, "b_added": len(stored), "in_context": dumps(context)}
-            conn.execute(_append, update)
+            conn.execute(_append, _appended(agent, unique, stored, in_context=in_context))
             return agent_from_row(agent, version=agent.version + 1)
 
         return await self._db.run(body, Mode.WRITE)
@@ -223,6 +343,10 @@ class SqlAgentStore:
     async def load_context(self, agent_id: str) -> AgentContext:
         """The agent, its blocks and its in-context messages, in order: three queries whatever
         the length of the log."""
+        if not self._db.pg:
+            return await self._db.run_lite(
+                lambda conn: _load_context_lite(conn, agent_id), Mode.SNAPSHOT
+            )
         return await self._db.run(lambda conn: self._load_context(conn, agent_id), Mode.SNAPSHOT)
 
     def _load_context(self, conn: Connection, agent_id: str) -> AgentContext:
@@ -231,19 +355,8 @@ class SqlAgentStore:
             raise AgentNotFoundError(agent_id)
         block_rows = conn.execute(self._q_blocks, {"b_id": agent_id}).all()
         ids: list[str] = orjson.loads(row.in_context)
-        message_rows: list[AnyRow] = []
-        if ids:
-            listed = conn.execute(
-                self._q_context, {"b_ids": ids if self._db.pg else row.in_context}
-            )
-            message_rows = [r for r in listed if r.agent_id == agent_id]
-        return AgentContext(
-            agent=agent_from_row(row),
-            blocks=tuple(block_from_row(b) for b in block_rows),
-            messages=in_context_order(ids, message_rows),
-            total_messages=row.message_count,
-            last_edit_at=row.last_edit_at,
-        )
+        listed = conn.execute(self._q_context, {"b_ids": ids}).all() if ids else []
+        return _context(row, ids, block_rows, listed)
 
     async def list_messages(
         self, agent_id: str, *, limit: int | None = None, before: str | None = None
