@@ -16,6 +16,8 @@ from .prompt import compile_system_prompt
 from .request import to_openai
 from .tool_schema import prepare_tools
 
+_MAX_PRIMED = 1024
+
 
 @attrs.frozen
 class CachedContext:
@@ -54,6 +56,8 @@ class AgentServices:
     def prime(self, run_id: str, agent: Agent) -> None:
         """Hand a run the agent its caller has just read, saving rebuild_memory a query."""
         self._fresh[run_id] = agent
+        if len(self._fresh) > _MAX_PRIMED:  # runs started but never iterated
+            del self._fresh[next(iter(self._fresh))]
 
     def fresh(self, run_id: str) -> Agent | None:
         """The primed agent of a run, once."""
