@@ -10,6 +10,7 @@ from typing import Any
 from loopwright.schemas import TERMINAL_STATUSES, RunRecord, converter
 
 from ._policy import effective_params
+from .clock import RandomIds, SystemClock
 from .compiled import Compiled
 from .errors import RunFinishedError, RunNotFoundError
 from .machine import WorkflowMachine
@@ -30,7 +31,7 @@ class Engine:
         clock: Clock | None = None,
         ids: IdSource | None = None,
     ) -> None:
-        from .testing.memory import MemoryRunStore, RandomIds, SystemClock
+        from .testing.memory import MemoryRunStore  # the in-memory default store
 
         self.store: RunStore = store if store is not None else MemoryRunStore()
         self.services: dict[str, Any] = dict(services or {})

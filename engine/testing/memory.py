@@ -3,26 +3,22 @@
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Sequence
 
 import attrs
 
 from loopwright.schemas import RunRecord
 
+from ..clock import RandomIds, SystemClock
 from ..errors import RunNotFoundError, StaleWriteError
 
-
-class SystemClock:
-    """The real clock."""
-
-    def now(self) -> float:
-        """Wall-clock seconds."""
-        return time.time()
-
-    def monotonic(self) -> float:
-        """Monotonic seconds."""
-        return time.monotonic()
+__all__ = [
+    "ManualClock",
+    "MemoryRunStore",
+    "RandomIds",
+    "SequentialIds",
+    "SystemClock",
+]
 
 
 class ManualClock:
@@ -55,16 +51,6 @@ class SequentialIds:
     def new_id(self, prefix: str) -> str:
         """The next id."""
         return f"{prefix}-{next(self._counter)}"
-
-
-class RandomIds:
-    """Time-ordered random ids (the default)."""
-
-    def new_id(self, prefix: str) -> str:
-        """A new unique id."""
-        import uuid
-
-        return f"{prefix}-{uuid.uuid4().hex}"
 
 
 class MemoryRunStore:

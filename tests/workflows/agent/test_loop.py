@@ -29,7 +29,7 @@ from loopwright.schemas import (
 from loopwright.workflows import workflow_path
 from loopwright.workflows.agent.speech import spoken_text
 
-from .conftest import TOOL_LOG, collect
+from .conftest import TOOL_LOG, collect, explode, get_weather
 
 
 def text_of(events: list[Any]) -> str:
@@ -120,8 +120,6 @@ async def test_parallel_calls_each_get_exactly_one_result(make_loop: Any) -> Non
 async def test_bad_arguments_unknown_tools_and_exceptions_become_error_results(
     make_loop: Any,
 ) -> None:
-    from .conftest import explode
-
     calls = [
         CallSpec(id="c1", name="get_weather", arguments='{"city": "Par'),
         CallSpec(id="c2", name="no_such_tool", arguments="{}"),
@@ -129,7 +127,7 @@ async def test_bad_arguments_unknown_tools_and_exceptions_become_error_results(
         CallSpec(id="c4", name="get_weather", arguments='{"town": "Rome"}'),
     ]
     loop = await make_loop(
-        [tool_calls_reply(calls), text_reply("Sorry.")], tools=(explode, loop_tools()[0])
+        [tool_calls_reply(calls), text_reply("Sorry.")], tools=(explode, get_weather)
     )
     events = await collect(loop.turn("break things"))
     assert events[-1] == RunFinished("final")
@@ -148,12 +146,6 @@ async def test_bad_arguments_unknown_tools_and_exceptions_become_error_results(
     tool_msgs = [m for m in log if m.role == "tool"]
     assert [m.tool_call_id for m in tool_msgs] == ["c1", "c2", "c3", "c4"]
     assert all(json.loads(m.content or "")["status"] == "error" for m in tool_msgs)
-
-
-def loop_tools() -> list[Any]:
-    from .conftest import get_weather
-
-    return [get_weather]
 
 
 async def test_step_limit_stops_with_its_stop_reason_and_a_valid_log(make_loop: Any) -> None:
