@@ -84,6 +84,11 @@ class Agent:
     """Per-agent workflow param overrides."""
     version: int = 0
     """Bumped on every change of blocks or context; caches key on it."""
+    tenant: str = ""
+    """The tenant that owns the agent (`""`: the default tenant of a server with no keys).
+    Names are unique per tenant; another tenant cannot see the agent."""
+    is_template: bool = False
+    """A template: never run itself; the HTTP server creates one agent per session from it."""
     created_at: float = 0.0
     """Clock time."""
 

@@ -1,12 +1,14 @@
 """The engine behind `SqlStore`: dialect set-up and running one store call's statements.
 
 A store call is a plain function of a SQLAlchemy Core `Connection` (its *body*); `Database.run`
-runs it off the event loop in one of four modes:
+runs it off the event loop in one of five modes:
 - `WRITE`: several writes, atomic (SQLite `BEGIN IMMEDIATE`, so a transaction never has to
   upgrade a read lock; PostgreSQL READ COMMITTED with row locks taken by the body);
 - `STATEMENT`: one write statement (PostgreSQL autocommit: one round trip instead of three);
 - `READ`: one read statement; `SNAPSHOT`: several reads that must agree (PostgreSQL REPEATABLE
-  READ, read-only; SQLite a deferred transaction, which reads one WAL snapshot).
+  READ, read-only; SQLite a deferred transaction, which reads one WAL snapshot);
+- `SCHEMA`: creating or migrating the schema: a `WRITE`, with SQLite's foreign keys off (see
+  `_sqlite.py`).
 
 PostgreSQL runs the body through the async engine (`AsyncConnection.run_sync`, asyncpg, no
 thread). SQLite runs the whole body in one worker thread on the sync sqlite3 driver (see
@@ -51,6 +53,7 @@ class Mode(enum.Enum):
     STATEMENT = "statement"
     READ = "read"
     SNAPSHOT = "snapshot"
+    SCHEMA = "schema"
 
 
 async def outlast(future: asyncio.Future[Any]) -> bool:
@@ -132,7 +135,7 @@ class _PgRunner:
         )
 
     async def run(self, body: Body[T], mode: Mode) -> T:
-        if mode is Mode.WRITE:
+        if mode in (Mode.WRITE, Mode.SCHEMA):
             async with self.engine.begin() as conn:
                 return await conn.run_sync(body)
         engine = self._snapshot if mode is Mode.SNAPSHOT else self._auto

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
 import attrs
 import orjson
 
-from loopwright.schemas import Agent, Block, Message, Role, RunRecord, ToolCall, converter
+from loopwright.schemas import (
+    Agent,
+    AgentContext,
+    Block,
+    Message,
+    Role,
+    RunRecord,
+    ToolCall,
+    converter,
+)
 
 _TOOL_CALLS = tuple[ToolCall, ...]
 
@@ -32,6 +41,8 @@ def agent_row(agent: Agent, *, pg: bool) -> dict[str, Any]:
     return {
         "id": agent.id,
         "name": agent.name,
+        "tenant": agent.tenant,
+        "is_template": agent.is_template,
         "model": agent.model,
         "system": _text(agent.system, pg),
         "workflow": agent.workflow,
@@ -50,6 +61,8 @@ def agent_from_row(row: Any, *, version: int | None = None) -> Agent:
     return Agent(
         id=row.id,
         name=row.name,
+        tenant=row.tenant,
+        is_template=bool(row.is_template),  # sqlite3 reads a BOOLEAN column as 0 or 1
         model=row.model,
         system=row.system,
         workflow=row.workflow,
@@ -122,6 +135,21 @@ def in_context_order(ids: Sequence[str], rows: Sequence[Any]) -> tuple[Message, 
     """The messages of `rows` in the order of `ids` (ids with no stored message are skipped)."""
     by_id = {row.id: row for row in rows}
     return tuple(message_from_row(by_id[i]) for i in ids if i in by_id)
+
+
+def context_from_rows(
+    row: Any, ids: Sequence[str], blocks: Iterable[Any], messages: Iterable[Any]
+) -> AgentContext:
+    """The AgentContext of an agent row, its block rows and the rows of its listed messages
+    (`ids`, in order; rows of other agents' messages are dropped here)."""
+    own = [m for m in messages if m.agent_id == row.id]
+    return AgentContext(
+        agent=agent_from_row(row),
+        blocks=tuple(block_from_row(b) for b in blocks),
+        messages=in_context_order(ids, own),
+        total_messages=row.message_count,
+        last_edit_at=row.last_edit_at,
+    )
 
 
 def run_row(record: RunRecord) -> dict[str, Any]:

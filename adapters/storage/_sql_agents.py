@@ -1,197 +1,40 @@
-"""The `AgentStore` half of `SqlStore`: agents, memory blocks and the message log."""
+"""The `AgentStore` half of `SqlStore`: agents, memory blocks and the message log.
+
+Statements are in `_agent_sql.py`; SQLite's hot path (the calls of every turn) in
+`_agent_lite.py`.
+"""
 
 from __future__ import annotations
 
-import sqlite3
-from collections import namedtuple
-from collections.abc import Callable, Collection, Iterable, Sequence
-from functools import cache
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from attrs import frozen
-from sqlalchemy import Connection, Table, bindparam, case, func, or_, select
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.sql import ColumnElement, Executable, Select
+from sqlalchemy import Connection, select
+from sqlalchemy.sql import Executable, Select
 
 from loopwright.engine.ports import Clock
 from loopwright.schemas import Agent, AgentContext, Block, Message
 from loopwright.workflows.agent.errors import (
     AgentExistsError,
     AgentNotFoundError,
+    DiscardRefusedError,
     VersionConflictError,
 )
 
+from . import _agent_sql as q
 from . import tables as t
+from ._agent_lite import append_lite, find_lite, get_lite, load_context_lite
 from ._db import AnyRow, Database, Mode
 from ._rows import (
     agent_from_row,
     agent_row,
-    block_from_row,
     block_row,
+    context_from_rows,
     dumps,
-    in_context_order,
     message_from_row,
     message_row,
 )
-from ._sqlite import LiteSql, lite_sql
-
-_by_id = select(t.agents).where(t.agents.c.id == bindparam("b_id"))
-_by_name_or_id = (
-    select(t.agents)
-    .where(or_(t.agents.c.name == bindparam("b_key"), t.agents.c.id == bindparam("b_key")))
-    .order_by(case((t.agents.c.name == bindparam("b_key"), 0), else_=1))
-    .limit(1)
-)
-_version_of = select(t.agents.c.version).where(t.agents.c.id == bindparam("b_id"))
-_exists = select(t.agents.c.id).where(t.agents.c.id == bindparam("b_id"))
-_append = (
-    t.agents.update()
-    .where(t.agents.c.id == bindparam("b_id"))
-    .values(
-        in_context=bindparam("in_context"),
-        version=t.agents.c.version + 1,
-        message_count=t.agents.c.message_count + bindparam("b_added"),
-    )
-)
-_set_context = (
-    t.agents.update()
-    .where(t.agents.c.id == bindparam("b_id"), t.agents.c.version == bindparam("b_version"))
-    .values(in_context=bindparam("in_context"), version=t.agents.c.version + 1)
-    .returning(*t.agents.c)
-)
-_edit = (
-    t.agents.update()
-    .where(t.agents.c.id == bindparam("b_id"))
-    .values(version=t.agents.c.version + 1, last_edit_at=bindparam("b_now"))
-    .returning(*t.agents.c)
-)
-_delete = t.agents.delete().where(t.agents.c.id == bindparam("b_id"))
-
-
-def _context_query(pg: bool) -> Select[Any]:
-    # One statement text whatever the context length: an array on PostgreSQL, JSON on SQLite.
-    # By id only: with `agent_id = ?` too, planners may walk the agent's whole log by that
-    # index instead of the unique index on `id`. Rows of other agents are dropped in Python.
-    own = select(t.messages)
-    if pg:
-        from sqlalchemy.dialects.postgresql import ARRAY
-
-        ids = bindparam("b_ids", type_=ARRAY(t.messages.c.id.type))
-        return own.where(t.messages.c.id == func.any(ids))
-    listed = func.json_each(bindparam("b_ids")).table_valued("value")
-    return own.where(t.messages.c.id.in_(select(listed.c.value)))
-
-
-def _blocks_query(pg: bool) -> Select[Any]:
-    # Code-point order, as Python sorts: PostgreSQL would sort by the database's locale.
-    label: ColumnElement[str] = t.blocks.c.label.collate("C") if pg else t.blocks.c.label
-    return select(t.blocks).where(t.blocks.c.agent_id == bindparam("b_id")).order_by(label)
-
-
-def _row_type(table: Table) -> Callable[[Iterable[Any]], Any]:
-    """Rows of `select(table)` from sqlite3 tuples, read by name as SQLAlchemy's rows are."""
-    row_class: Any = namedtuple("Row", [c.name for c in table.c])  # type: ignore[misc]
-    make: Callable[[Iterable[Any]], Any] = row_class._make
-    return make
-
-
-_agent_row = _row_type(t.agents)
-_block_row = _row_type(t.blocks)
-_message_row = _row_type(t.messages)
-
-
-@frozen
-class _Lite:
-    """SQLite's hot statements (see `_sqlite.py`)."""
-
-    by_key: LiteSql
-    by_id: LiteSql
-    blocks: LiteSql
-    context: LiteSql
-    insert_message: LiteSql
-    append: LiteSql
-
-
-@cache
-def _lite() -> _Lite:
-    columns = [c.name for c in t.messages.c if c.name != "pos"]  # what message_row gives
-    return _Lite(
-        by_key=lite_sql(_by_name_or_id),
-        by_id=lite_sql(_by_id),
-        blocks=lite_sql(_blocks_query(False)),
-        context=lite_sql(_context_query(False)),
-        insert_message=lite_sql(sqlite_insert(t.messages).on_conflict_do_nothing(), columns),
-        append=lite_sql(_append),
-    )
-
-
-def _fetch(conn: sqlite3.Connection, sql: LiteSql, params: dict[str, Any]) -> Any:
-    """The first row of `sql` as a tuple, or None."""
-    return conn.execute(sql.text, sql.params(params)).fetchone()
-
-
-def _get_lite(conn: sqlite3.Connection, key: str) -> Any:
-    found = _fetch(conn, _lite().by_key, {"b_key": key})
-    return None if found is None else _agent_row(found)
-
-
-def _append_lite(
-    conn: sqlite3.Connection, agent_id: str, rows: dict[str, dict[str, Any]], in_context: bool
-) -> Agent:
-    lite = _lite()
-    found = _fetch(conn, lite.by_id, {"b_id": agent_id})
-    if found is None:
-        raise AgentNotFoundError(agent_id)
-    agent = _agent_row(found)
-    insert = lite.insert_message
-    stored = {i for i, r in rows.items() if conn.execute(insert.text, insert.params(r)).rowcount}
-    if not stored:
-        return agent_from_row(agent)
-    update = _appended(agent, rows, stored, in_context=in_context)
-    conn.execute(lite.append.text, lite.append.params(update))
-    return agent_from_row(agent, version=agent.version + 1)
-
-
-def _appended(
-    agent: Any, rows: dict[str, Any], stored: Collection[str], *, in_context: bool
-) -> dict[str, Any]:
-    """The parameters of `_append` once `stored` (ids of `rows`) were inserted."""
-    context = orjson.loads(agent.in_context)
-    if in_context:
-        context.extend(i for i in rows if i in stored)
-    return {"b_id": agent.id, "b_added": len(stored), "in_context": dumps(context)}
-
-
-def _load_context_lite(conn: sqlite3.Connection, agent_id: str) -> AgentContext:
-    lite = _lite()
-    found = _fetch(conn, lite.by_id, {"b_id": agent_id})
-    if found is None:
-        raise AgentNotFoundError(agent_id)
-    row = _agent_row(found)
-    params = {"b_id": agent_id}
-    blocks = [_block_row(b) for b in conn.execute(lite.blocks.text, lite.blocks.params(params))]
-    ids: list[str] = orjson.loads(row.in_context)
-    messages = []
-    if ids:
-        listed = conn.execute(lite.context.text, lite.context.params({"b_ids": row.in_context}))
-        messages = [_message_row(m) for m in listed]
-    return _context(row, ids, blocks, messages)
-
-
-def _context(
-    row: Any, ids: list[str], blocks: Iterable[Any], messages: Iterable[Any]
-) -> AgentContext:
-    """The AgentContext of an agent row, its block rows and the rows of its listed messages
-    (rows of other agents' messages are dropped here, see `_context_query`)."""
-    own = [m for m in messages if m.agent_id == row.id]
-    return AgentContext(
-        agent=agent_from_row(row),
-        blocks=tuple(block_from_row(b) for b in blocks),
-        messages=in_context_order(ids, own),
-        total_messages=row.message_count,
-        last_edit_at=row.last_edit_at,
-    )
 
 
 class SqlAgentStore:
@@ -199,13 +42,19 @@ class SqlAgentStore:
 
     Each method prepares its rows on the event loop and runs a body (a plain function of one
     connection) through `Database.run`; on SQLite, the calls of every turn (`get_agent`,
-    `append_messages`, `load_context`) run a lite body on bare sqlite3 (`Database.run_lite`)."""
+    `append_messages`, `load_context`, `find_messages`) run a lite body on bare sqlite3
+    (`Database.run_lite`)."""
 
     _db: Database
     _clock: Clock
     _q_context: Select[Any]
     _q_blocks: Select[Any]
+    _q_by_key: Select[Any]
+    _q_by_key_in_tenant: Select[Any]
     _q_agents: Select[Any]
+    _q_agents_of: Select[Any]
+    _q_find: Select[Any]
+    _q_positions: Select[Any]
     _q_lock_agent: Select[Any]
     _q_insert_messages: Executable
     _q_insert_agent: Executable
@@ -214,12 +63,15 @@ class SqlAgentStore:
     def _setup_agent_statements(self) -> None:
         pg = self._db.pg
         insert = self._db.insert
-        self._q_context = _context_query(pg)
-        self._q_blocks = _blocks_query(pg)
-        # Code-point order, as Python sorts: PostgreSQL would sort by the database's locale.
-        name: ColumnElement[str] = t.agents.c.name.collate("C") if pg else t.agents.c.name
-        self._q_agents = select(t.agents).order_by(name)
-        self._q_lock_agent = _by_id.with_for_update() if pg else _by_id
+        self._q_context = q.context_query(pg)
+        self._q_blocks = q.blocks_query(pg)
+        self._q_by_key = q.by_key(pg, tenant=False)
+        self._q_by_key_in_tenant = q.by_key(pg, tenant=True)
+        self._q_agents = q.agents_query(pg, tenant=False)
+        self._q_agents_of = q.agents_query(pg, tenant=True)
+        self._q_find = q.find_query(pg)
+        self._q_positions = q.positions_query(pg)
+        self._q_lock_agent = q.by_id.with_for_update() if pg else q.by_id
         self._q_insert_messages = (
             insert(t.messages).on_conflict_do_nothing().returning(t.messages.c.id)
         )
@@ -240,7 +92,7 @@ class SqlAgentStore:
 
         def body(conn: Connection) -> Agent:
             if conn.execute(self._q_insert_agent, row).first() is None:
-                stored = conn.execute(_by_id, {"b_id": agent.id}).first()
+                stored = conn.execute(q.by_id, {"b_id": agent.id}).first()
                 if stored is None:
                     raise AgentExistsError(agent.name)
                 return agent_from_row(stored)
@@ -250,25 +102,33 @@ class SqlAgentStore:
 
         return await self._db.run(body, Mode.WRITE)
 
-    async def get_agent(self, name_or_id: str) -> Agent:
-        """Look up by name, then id. Raises: AgentNotFoundError."""
-
-        def body(conn: Connection) -> AnyRow | None:
-            return conn.execute(_by_name_or_id, {"b_key": name_or_id}).first()
-
-        if self._db.pg:
-            row = await self._db.run(body, Mode.READ)
+    async def get_agent(self, name_or_id: str, *, tenant: str | None = None) -> Agent:
+        """Look up by name, then id; with `tenant`, among that tenant's agents only (without,
+        a name held in several tenants resolves to the first tenant by code point, `""`
+        first). Raises: AgentNotFoundError."""
+        if not self._db.pg:
+            row = await self._db.run_lite(
+                lambda conn: get_lite(conn, name_or_id, tenant), Mode.READ
+            )
+        elif tenant is None:
+            row = await self._first(self._q_by_key, {"b_key": name_or_id})
         else:
-            row = await self._db.run_lite(lambda conn: _get_lite(conn, name_or_id), Mode.READ)
+            params = {"b_key": name_or_id, "b_tenant": tenant}
+            row = await self._first(self._q_by_key_in_tenant, params)
         if row is None:
             raise AgentNotFoundError(name_or_id)
         return agent_from_row(row)
 
-    async def list_agents(self) -> Sequence[Agent]:
-        """All agents, by name."""
+    async def _first(self, query: Select[Any], params: dict[str, Any]) -> AnyRow | None:
+        return await self._db.run(lambda conn: conn.execute(query, params).first(), Mode.READ)
+
+    async def list_agents(self, *, tenant: str | None = None) -> Sequence[Agent]:
+        """All agents (of `tenant` when given), by name, then tenant (code-point order)."""
+        query = self._q_agents if tenant is None else self._q_agents_of
+        params = {} if tenant is None else {"b_tenant": tenant}
 
         def body(conn: Connection) -> Sequence[AnyRow]:
-            return conn.execute(self._q_agents).all()
+            return conn.execute(query, params).all()
 
         return [agent_from_row(row) for row in await self._db.run(body, Mode.READ)]
 
@@ -276,7 +136,7 @@ class SqlAgentStore:
         """Delete an agent with its blocks and messages. Raises: AgentNotFoundError."""
 
         def body(conn: Connection) -> int:
-            return conn.execute(_delete, {"b_id": agent_id}).rowcount
+            return conn.execute(q.delete, {"b_id": agent_id}).rowcount
 
         if await self._db.run(body, Mode.STATEMENT) == 0:
             raise AgentNotFoundError(agent_id)
@@ -287,7 +147,7 @@ class SqlAgentStore:
         row = block_row(agent_id, block, pg=self._db.pg)
 
         def body(conn: Connection) -> Agent:
-            edited = conn.execute(_edit, edit).first()  # locks the agent row first
+            edited = conn.execute(q.edit, edit).first()  # locks the agent row first
             if edited is None:
                 raise AgentNotFoundError(agent_id)
             conn.execute(self._q_put_block, row)
@@ -304,7 +164,7 @@ class SqlAgentStore:
         unique = {m.id: message_row(agent_id, m, pg=pg) for m in messages}
         if not pg:
             return await self._db.run_lite(
-                lambda conn: _append_lite(conn, agent_id, unique, in_context), Mode.WRITE
+                lambda conn: append_lite(conn, agent_id, unique, in_context), Mode.WRITE
             )
         rows = list(unique.values())
 
@@ -315,7 +175,7 @@ class SqlAgentStore:
             stored = set(conn.execute(self._q_insert_messages, rows).scalars()) if rows else ()
             if not stored:
                 return agent_from_row(agent)
-            conn.execute(_append, _appended(agent, unique, stored, in_context=in_context))
+            conn.execute(q.append, q.appended(agent, unique, stored, in_context=in_context))
             return agent_from_row(agent, version=agent.version + 1)
 
         return await self._db.run(body, Mode.WRITE)
@@ -330,10 +190,10 @@ class SqlAgentStore:
         params = {"b_id": agent_id, "b_version": expected_version, "in_context": context}
 
         def body(conn: Connection) -> Agent:
-            row = conn.execute(_set_context, params).first()
+            row = conn.execute(q.set_context, params).first()
             if row is not None:
                 return agent_from_row(row)
-            actual = conn.scalar(_version_of, {"b_id": agent_id})
+            actual = conn.scalar(q.version_of, {"b_id": agent_id})
             if actual is None:
                 raise AgentNotFoundError(agent_id)
             raise VersionConflictError(agent_id, expected_version, actual)
@@ -345,18 +205,18 @@ class SqlAgentStore:
         the length of the log."""
         if not self._db.pg:
             return await self._db.run_lite(
-                lambda conn: _load_context_lite(conn, agent_id), Mode.SNAPSHOT
+                lambda conn: load_context_lite(conn, agent_id), Mode.SNAPSHOT
             )
         return await self._db.run(lambda conn: self._load_context(conn, agent_id), Mode.SNAPSHOT)
 
     def _load_context(self, conn: Connection, agent_id: str) -> AgentContext:
-        row = conn.execute(_by_id, {"b_id": agent_id}).first()
+        row = conn.execute(q.by_id, {"b_id": agent_id}).first()
         if row is None:
             raise AgentNotFoundError(agent_id)
         block_rows = conn.execute(self._q_blocks, {"b_id": agent_id}).all()
         ids: list[str] = orjson.loads(row.in_context)
         listed = conn.execute(self._q_context, {"b_ids": ids}).all() if ids else []
-        return _context(row, ids, block_rows, listed)
+        return context_from_rows(row, ids, block_rows, listed)
 
     async def list_messages(
         self, agent_id: str, *, limit: int | None = None, before: str | None = None
@@ -375,8 +235,58 @@ class SqlAgentStore:
 
         def body(conn: Connection) -> list[Message]:
             found = [message_from_row(r) for r in conn.execute(query)]
-            if not found and conn.scalar(_exists, {"b_id": agent_id}) is None:
+            if not found and conn.scalar(q.exists, {"b_id": agent_id}) is None:
                 raise AgentNotFoundError(agent_id)
             return found if limit is None else found[::-1]
 
         return await self._db.run(body, Mode.SNAPSHOT)
+
+    async def find_messages(
+        self, agent_id: str, *, ids: Sequence[str] = (), run_id: str | None = None
+    ) -> Sequence[Message]:
+        """Stored messages with one of `ids`, or produced by `run_id` (either filter, or both
+        ORed), in log order: one query, by the indexes on `id` and `run_id`.
+
+        Raises: AgentNotFoundError."""
+        if not self._db.pg:
+            return await self._db.run_lite(
+                lambda conn: find_lite(conn, agent_id, ids, run_id), Mode.READ
+            )
+        params = {"b_ids": list(ids), "b_run": run_id}
+
+        def body(conn: Connection) -> list[Message]:
+            rows = conn.execute(self._q_find, params)
+            found = [message_from_row(r) for r in rows if r.agent_id == agent_id]
+            if not found and conn.scalar(q.exists, {"b_id": agent_id}) is None:
+                raise AgentNotFoundError(agent_id)
+            return found
+
+        return await self._db.run(body, Mode.SNAPSHOT)
+
+    async def discard_messages(self, agent_id: str, ids: Sequence[str]) -> Agent:
+        """Remove the newest messages of the log, listed in `ids`, from the log and the context
+        in one transaction; returns the agent, at a new version if anything was removed.
+
+        Raises: DiscardRefusedError (an id of `ids` is followed by a message not in `ids`;
+        nothing changed), AgentNotFoundError."""
+        listed = q.ids_param(self._db.pg, ids)
+
+        def body(conn: Connection) -> Agent:
+            agent = conn.execute(self._q_lock_agent, {"b_id": agent_id}).first()
+            if agent is None:
+                raise AgentNotFoundError(agent_id)
+            rows = conn.execute(self._q_positions, {"b_ids": listed}) if ids else ()
+            found = {r.id: r.pos for r in rows if r.agent_id == agent_id}
+            if not found:
+                return agent_from_row(agent)
+            first = min(found.values())
+            tail = {"b_id": agent_id, "b_pos": first}
+            if conn.scalar(q.tail_size, tail) != len(found):
+                raise DiscardRefusedError(agent_id, min(found, key=found.__getitem__))
+            conn.execute(q.drop_tail, tail)
+            context = [i for i in orjson.loads(agent.in_context) if i not in found]
+            update = {"b_id": agent_id, "b_removed": len(found), "in_context": dumps(context)}
+            conn.execute(q.discarded, update)
+            return agent_from_row(agent, version=agent.version + 1)
+
+        return await self._db.run(body, Mode.WRITE)

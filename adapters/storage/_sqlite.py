@@ -13,6 +13,11 @@ through SQLAlchemy costs ~100 µs here, the statement itself 15-30 µs.
 The hop itself is an executor job that settles a plain loop future (`run_in_executor` chains
 two futures both ways, and guarding it with `ensure_future` + `asyncio.wait` doubled the
 cost of a call). When the caller is cancelled, only then does it wait for the job to end.
+
+A schema change (`Mode.SCHEMA`) runs with foreign keys off, as SQLite's ALTER TABLE procedure
+asks: a migration that rebuilds a table (Alembic's batch mode: copy, drop, rename) would
+otherwise cascade the drop to every row that refers to it. The pragma is a no-op inside a
+transaction, so it is set before BEGIN; `foreign_key_check` runs before the commit.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ _SQLITE_PRAGMAS = (
 )
 _IMMEDIATE = "loopwright_immediate"
 _READ_THREADS = 4
+_WRITES = (Mode.WRITE, Mode.STATEMENT)
 _DIALECT = sqlite.dialect(paramstyle="named")  # sqlite3 binds `:name` from a dict itself
 
 
@@ -104,6 +110,20 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+def _schema_version(conn: Connection) -> Any:
+    return conn.exec_driver_sql("PRAGMA schema_version").scalar()
+
+
+def _check_foreign_keys(conn: Connection) -> None:
+    """Raise if a row refers to a missing one (run before committing a schema change)."""
+    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if broken:
+        raise sqlite3.IntegrityError(
+            f"a schema change left rows with dangling foreign keys: {broken[:5]}; fix the "
+            "migration (nothing was committed)"
+        )
+
+
 def _settle(future: asyncio.Future[T], ok: bool, outcome: Any) -> None:
     if future.cancelled():  # the caller was cancelled and waits for the job instead
         return
@@ -154,10 +174,12 @@ class SqliteRunner:
         """Every lite connection opened so far (one per worker thread that ran a lite body)."""
 
     def _pool(self, mode: Mode) -> ThreadPoolExecutor:
-        return self._writer if mode in (Mode.WRITE, Mode.STATEMENT) else self._readers
+        return self._writer if mode in _WRITES else self._readers
 
     async def run(self, body: Body[T], mode: Mode) -> T:
-        if mode in (Mode.WRITE, Mode.STATEMENT):
+        if mode is Mode.SCHEMA:
+            return await _hop(self._writer, partial(self._change_schema, body))
+        if mode in _WRITES:
             return await _hop(self._writer, partial(self._write, body))
         return await _hop(self._readers, partial(self._read, body))
 
@@ -167,6 +189,21 @@ class SqliteRunner:
     def _write(self, body: Body[T]) -> T:
         with self._immediate.begin() as conn:
             return body(conn)
+
+    def _change_schema(self, body: Body[T]) -> T:
+        with self._immediate.connect() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None  # a pooled connection that is checked out
+            raw.execute("PRAGMA foreign_keys=OFF")  # before SQLAlchemy's BEGIN
+            try:
+                with conn.begin():
+                    before = _schema_version(conn)
+                    result = body(conn)
+                    if _schema_version(conn) != before:  # opening an up-to-date file: no scan
+                        _check_foreign_keys(conn)
+            finally:
+                raw.execute("PRAGMA foreign_keys=ON")
+        return result
 
     def _read(self, body: Body[T]) -> T:
         with self.engine.connect() as conn:

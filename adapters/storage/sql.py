@@ -105,7 +105,7 @@ class SqlStore(SqlRunStore, SqlAgentStore):
         """Create the schema if it is missing (or upgrade it); returns the store.
 
         Raises: SchemaVersionError (the database is newer than this code)."""
-        await self._db.run(lambda conn: ensure_schema(conn, pg_schema=self._schema), Mode.WRITE)
+        await self._db.run(lambda conn: ensure_schema(conn, pg_schema=self._schema), Mode.SCHEMA)
         return self
 
     async def aclose(self) -> None:

@@ -24,6 +24,8 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    UniqueConstraint,
+    false,
     inspect,
     text,
 )
@@ -31,7 +33,7 @@ from sqlalchemy.engine import Connection
 
 from loopwright.engine.errors import LoopwrightError
 
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 """The Alembic revision this code reads and writes."""
 
 # SQLite only autoincrements an `INTEGER PRIMARY KEY` (the rowid alias), not a BIGINT one.
@@ -52,7 +54,10 @@ agents = Table(
     "agents",
     metadata,
     Column("id", Text, primary_key=True),
-    Column("name", Text, nullable=False, unique=True),
+    Column("name", Text, nullable=False),
+    # Server defaults: the rows of a database made before tenants (revision 0001) get them.
+    Column("tenant", Text, nullable=False, server_default=""),
+    Column("is_template", Boolean, nullable=False, server_default=false()),
     Column("model", Text, nullable=False),
     Column("system", Text, nullable=False),
     Column("workflow", Text, nullable=False),
@@ -64,6 +69,9 @@ agents = Table(
     Column("message_count", BigInteger, nullable=False),
     Column("last_edit_at", Double, nullable=False),
     Column("created_at", Double, nullable=False),
+    UniqueConstraint("tenant", "name", name="uq_agents_tenant_name"),
+    # A lookup by name without a tenant (the CLI, a turn that names its agent) stays indexed.
+    Index("ix_agents_name", "name"),
 )
 
 blocks = Table(
@@ -93,6 +101,7 @@ messages = Table(
     Column("incomplete", Boolean, nullable=False),
     Column("created_at", Double, nullable=False),
     Index("ix_messages_agent_pos", "agent_id", "pos"),
+    Index("ix_messages_run_id", "run_id"),  # find_messages(run_id=...): a turn's messages
 )
 
 runs = Table(
@@ -137,7 +146,7 @@ def stored_revision(conn: Connection) -> str | None:
 
 
 def ensure_schema(conn: Connection, *, pg_schema: str | None = None) -> None:
-    """Create the schema if it is missing, or upgrade it; call inside a write transaction.
+    """Create the schema if it is missing, or upgrade it; run it as a `Mode.SCHEMA` body.
 
     `pg_schema` names the PostgreSQL schema (namespace) to create first if it is missing.
     Raises: SchemaVersionError."""

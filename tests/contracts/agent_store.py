@@ -73,6 +73,68 @@ async def test_list_agents_by_name(agent_store: AgentStore) -> None:
     assert [a.name for a in await agent_store.list_agents()] == ["ann", "bob", "carol"]
 
 
+async def test_names_are_unique_per_tenant(agent_store: AgentStore) -> None:
+    ann_a = await agent_store.create_agent(attrs.evolve(ANN, id="a-1", tenant="a"))
+    ann_b = await agent_store.create_agent(attrs.evolve(ANN, id="b-1", tenant="b"))
+    with pytest.raises(AgentExistsError):
+        await agent_store.create_agent(attrs.evolve(ANN, id="a-2", tenant="a"))
+    assert await agent_store.get_agent("ann", tenant="a") == ann_a
+    assert await agent_store.get_agent("ann", tenant="b") == ann_b
+    assert await agent_store.get_agent("b-1", tenant="b") == ann_b
+    # Deleting frees the name in its own tenant only.
+    await agent_store.delete_agent("a-1")
+    with pytest.raises(AgentNotFoundError):
+        await agent_store.get_agent("ann", tenant="a")
+    again = await agent_store.create_agent(attrs.evolve(ANN, id="a-3", tenant="a"))
+    assert await agent_store.get_agent("ann", tenant="a") == again
+    assert await agent_store.get_agent("ann", tenant="b") == ann_b
+
+
+async def test_a_tenant_sees_none_of_another_tenants_agents(agent_store: AgentStore) -> None:
+    await agent_store.create_agent(attrs.evolve(ANN, tenant="a"))
+    for key in ("ann", "agent-1"):
+        with pytest.raises(AgentNotFoundError) as info:
+            await agent_store.get_agent(key, tenant="b")
+        assert info.value.name == key
+        with pytest.raises(AgentNotFoundError):
+            await agent_store.get_agent(key, tenant="")
+    assert await agent_store.list_agents(tenant="b") == []
+
+
+async def test_within_a_tenant_its_own_id_wins_over_a_foreign_name(
+    agent_store: AgentStore,
+) -> None:
+    mine = await agent_store.create_agent(Agent(id="x", name="mine", tenant="a"))
+    await agent_store.create_agent(Agent(id="y", name="x", tenant="b"))
+    assert await agent_store.get_agent("x", tenant="a") == mine
+    # ... and within a tenant a name still wins over an id, as without tenants.
+    named = await agent_store.create_agent(Agent(id="z", name="x", tenant="a"))
+    assert await agent_store.get_agent("x", tenant="a") == named
+
+
+async def test_without_a_tenant_a_shared_name_resolves_to_the_first_tenant(
+    agent_store: AgentStore,
+) -> None:
+    # Code-point order of the tenants: the default tenant "" comes first.
+    for tenant in ("b", "", "a"):
+        await agent_store.create_agent(Agent(id=f"id-{tenant}", name="support", tenant=tenant))
+    assert (await agent_store.get_agent("support")).tenant == ""
+    await agent_store.delete_agent("id-")
+    assert (await agent_store.get_agent("support")).tenant == "a"
+    assert (await agent_store.get_agent("id-b")).tenant == "b"
+
+
+async def test_list_agents_of_one_tenant_or_all(agent_store: AgentStore) -> None:
+    rows = [("carol", "a"), ("bob", "b"), ("ann", "b"), ("bob", "a"), ("bob", "")]
+    for n, (name, tenant) in enumerate(rows):
+        await agent_store.create_agent(Agent(id=f"id-{n}", name=name, tenant=tenant))
+    every = [(a.name, a.tenant) for a in await agent_store.list_agents()]
+    assert every == [("ann", "b"), ("bob", ""), ("bob", "a"), ("bob", "b"), ("carol", "a")]
+    of_a = [(a.name, a.tenant) for a in await agent_store.list_agents(tenant="a")]
+    assert of_a == [("bob", "a"), ("carol", "a")]
+    assert [a.id for a in await agent_store.list_agents(tenant="")] == ["id-4"]
+
+
 async def test_put_block_replaces_by_label_and_bumps_the_version(
     agent_store: AgentStore, clock: ManualClock
 ) -> None:
@@ -116,6 +178,8 @@ async def test_unknown_agent_raises_everywhere(agent_store: AgentStore) -> None:
         agent_store.set_context("x", [], expected_version=0),
         agent_store.load_context("x"),
         agent_store.list_messages("x"),
+        agent_store.find_messages("x", ids=["m1"]),
+        agent_store.discard_messages("x", ["m1"]),
     ]
     for call in calls:
         with pytest.raises(AgentNotFoundError):
@@ -244,18 +308,34 @@ async def test_concurrent_appends_lose_nothing(agent_store: AgentStore) -> None:
     agent=sts.agents(),
     blocks=st.lists(sts.blocks, max_size=3, unique_by=lambda b: b.label),
     steps=st.lists(st.lists(sts.messages(), min_size=1, max_size=3), max_size=3),
+    tenant=sts.texts(max_size=12),
+    is_template=st.booleans(),
 )
 async def test_every_field_round_trips(
-    agent_store: AgentStore, agent: Agent, blocks: list[Block], steps: list[list[Message]]
+    agent_store: AgentStore,
+    agent: Agent,
+    blocks: list[Block],
+    steps: list[list[Message]],
+    tenant: str,
+    is_template: bool,
 ) -> None:
     n = next(_fresh)
-    agent = attrs.evolve(agent, id=f"{agent.id}-{n}", name=f"{agent.name}-{n}")
+    # sts.agents() leaves tenant and is_template at their defaults: drawn here.
+    agent = attrs.evolve(
+        agent,
+        id=f"{agent.id}-{n}",
+        name=f"{agent.name}-{n}",
+        tenant=f"{tenant}-{n}",
+        is_template=is_template,
+    )
     steps = [
         [attrs.evolve(m, id=f"{m.id}-{n}-{i}-{j}") for j, m in enumerate(s)]
         for i, s in enumerate(steps)
     ]
     assert await agent_store.create_agent(agent, blocks) == agent
     assert await agent_store.get_agent(agent.name) == agent
+    assert await agent_store.get_agent(agent.id, tenant=agent.tenant) == agent
+    assert await agent_store.list_agents(tenant=agent.tenant) == [agent]
     for step in steps:
         await agent_store.append_messages(agent.id, step)
     context = await agent_store.load_context(agent.id)

@@ -1,7 +1,7 @@
 """Every store implementation behind one fixture, so each contract test runs on all of them.
 
-`run_store.py` and `agent_store.py` hold the contract suites (named as the ports' docstrings
-name them); the hook below collects them although they lack the `test_` prefix.
+`run_store.py`, `agent_store.py` and `agent_store_log.py` hold the contract suites (named as
+the ports' docstrings name them); the hook collects them although they lack the `test_` prefix.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from loopwright.workflows.agent.memory_store import MemoryAgentStore
 from loopwright.workflows.agent.ports import AgentStore
 from tests.pg import postgres_schema
 
-SUITES = {"run_store.py", "agent_store.py"}
+SUITES = {"run_store.py", "agent_store.py", "agent_store_log.py"}
 KINDS = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 

@@ -33,3 +33,15 @@ class VersionConflictError(LoopwrightError, RuntimeError):
         self.agent_id = agent_id
         self.expected = expected
         self.actual = actual
+
+
+class DiscardRefusedError(LoopwrightError, ValueError):
+    """Messages asked to be discarded are not the unheard tail of the log."""
+
+    def __init__(self, agent_id: str, message_id: str) -> None:
+        super().__init__(
+            f"message {message_id!r} of agent {agent_id!r} is followed by newer messages; only "
+            "a turn's unheard tail can be discarded, earlier messages stay in the log"
+        )
+        self.agent_id = agent_id
+        self.message_id = message_id

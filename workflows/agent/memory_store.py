@@ -14,7 +14,12 @@ from loopwright.engine.ports import Clock
 from loopwright.engine.testing.memory import SystemClock
 from loopwright.schemas import Agent, AgentContext, Block, Message
 
-from .errors import AgentExistsError, AgentNotFoundError, VersionConflictError
+from .errors import (
+    AgentExistsError,
+    AgentNotFoundError,
+    DiscardRefusedError,
+    VersionConflictError,
+)
 
 
 @attrs.define
@@ -36,7 +41,8 @@ class MemoryAgentStore:
     def __init__(self, *, clock: Clock | None = None) -> None:
         self._clock = clock or SystemClock()
         self._entries: dict[str, _Entry] = {}
-        self._names: dict[str, str] = {}
+        self._names: dict[str, dict[str, str]] = {}
+        """The agent id of each name, by tenant."""
         self._owners: dict[str, str] = {}
         """The agent of every stored message id (ids are unique across agents, as in SQL)."""
 
@@ -57,29 +63,41 @@ class MemoryAgentStore:
         stored = self._entries.get(agent.id)
         if stored is not None:
             return stored.agent
-        if agent.name in self._names:
+        tenants = self._names.setdefault(agent.name, {})
+        if agent.tenant in tenants:
             raise AgentExistsError(agent.name)
         by_label = {b.label: b for b in blocks}
         self._entries[agent.id] = _Entry(agent, by_label, last_edit_at=agent.created_at)
-        self._names[agent.name] = agent.id
+        tenants[agent.tenant] = agent.id
         return agent
 
-    async def get_agent(self, name_or_id: str) -> Agent:
-        """Look up by name, then id. Raises: AgentNotFoundError."""
-        agent_id = self._names.get(name_or_id, name_or_id)
-        entry = self._entries.get(agent_id)
-        if entry is None:
+    async def get_agent(self, name_or_id: str, *, tenant: str | None = None) -> Agent:
+        """Look up by name, then id; with `tenant`, among that tenant's agents only (without,
+        a name held in several tenants resolves to the first tenant by code point, `""`
+        first). Raises: AgentNotFoundError."""
+        tenants = self._names.get(name_or_id, {})
+        if tenant is None and tenants:
+            return self._entries[tenants[min(tenants)]].agent
+        if tenant in tenants:
+            return self._entries[tenants[tenant]].agent
+        entry = self._entries.get(name_or_id)
+        if entry is None or tenant not in (None, entry.agent.tenant):
             raise AgentNotFoundError(name_or_id)
         return entry.agent
 
-    async def list_agents(self) -> Sequence[Agent]:
-        """All agents, by name."""
-        return [self._entries[self._names[name]].agent for name in sorted(self._names)]
+    async def list_agents(self, *, tenant: str | None = None) -> Sequence[Agent]:
+        """All agents (of `tenant` when given), by name, then tenant."""
+        agents = (e.agent for e in self._entries.values())
+        chosen = [a for a in agents if tenant in (None, a.tenant)]
+        return sorted(chosen, key=lambda a: (a.name, a.tenant))
 
     async def delete_agent(self, agent_id: str) -> None:
         """Delete an agent with its blocks and messages. Raises: AgentNotFoundError."""
         entry = self._entry(agent_id)
-        del self._entries[agent_id], self._names[entry.agent.name]
+        tenants = self._names[entry.agent.name]
+        del self._entries[agent_id], tenants[entry.agent.tenant]
+        if not tenants:
+            del self._names[entry.agent.name]
         for message in entry.log:
             del self._owners[message.id]
 
@@ -130,6 +148,38 @@ class MemoryAgentStore:
             total_messages=len(entry.log),
             last_edit_at=entry.last_edit_at,
         )
+
+    async def find_messages(
+        self, agent_id: str, *, ids: Sequence[str] = (), run_id: str | None = None
+    ) -> Sequence[Message]:
+        """Stored messages with one of `ids`, or produced by `run_id` (either filter, or both
+        ORed), in log order. Raises: AgentNotFoundError."""
+        entry = self._entry(agent_id)
+        wanted = set(ids)
+        if run_id is None:  # by the index, not a walk of the log
+            positions = sorted(entry.index[i] for i in wanted & entry.index.keys())
+            return [entry.log[p] for p in positions]
+        return [m for m in entry.log if m.id in wanted or m.run_id == run_id]
+
+    async def discard_messages(self, agent_id: str, ids: Sequence[str]) -> Agent:
+        """Remove the newest messages of the log, listed in `ids`, from the log and the
+        context; returns the agent, at a new version if anything was removed.
+
+        Raises: DiscardRefusedError (an id of `ids` is followed by a message not in `ids`;
+        nothing changed), AgentNotFoundError."""
+        entry = self._entry(agent_id)
+        found = sorted({entry.index[i] for i in ids if i in entry.index})
+        if not found:
+            return entry.agent
+        first = found[0]
+        if len(found) != len(entry.log) - first:
+            raise DiscardRefusedError(agent_id, entry.log[first].id)
+        gone = {m.id for m in entry.log[first:]}
+        del entry.log[first:]
+        for message_id in gone:
+            del entry.index[message_id], self._owners[message_id]
+        entry.in_context = [i for i in entry.in_context if i not in gone]
+        return self._bump(entry)
 
     async def list_messages(
         self, agent_id: str, *, limit: int | None = None, before: str | None = None

@@ -23,12 +23,13 @@ class AgentStore(Protocol):
         """Insert an agent and its blocks. Raises: AgentExistsError (name taken)."""
         ...
 
-    async def get_agent(self, name_or_id: str) -> Agent:
-        """Look up by name, then id. Raises: AgentNotFoundError."""
+    async def get_agent(self, name_or_id: str, *, tenant: str | None = None) -> Agent:
+        """Look up by name, then id; with `tenant`, only that tenant's agents are seen (another
+        tenant's agent is not found). Raises: AgentNotFoundError."""
         ...
 
-    async def list_agents(self) -> Sequence[Agent]:
-        """All agents, by name."""
+    async def list_agents(self, *, tenant: str | None = None) -> Sequence[Agent]:
+        """All agents (of `tenant` when given), by name."""
         ...
 
     async def delete_agent(self, agent_id: str) -> None:
@@ -55,6 +56,21 @@ class AgentStore(Protocol):
 
     async def load_context(self, agent_id: str) -> AgentContext:
         """The agent, its blocks and its in-context messages, in order."""
+        ...
+
+    async def find_messages(
+        self, agent_id: str, *, ids: Sequence[str] = (), run_id: str | None = None
+    ) -> Sequence[Message]:
+        """Stored messages with one of `ids`, or produced by `run_id` (either filter, or both
+        ORed), in log order. Unknown ids are simply absent."""
+        ...
+
+    async def discard_messages(self, agent_id: str, ids: Sequence[str]) -> Agent:
+        """Remove messages that nobody has seen (a turn aborted before its first token) from
+        the log and the context; returns the agent at its new version. Only the newest messages
+        of the log may go: an id followed by a message not in `ids` raises
+        `DiscardRefusedError` (the log only loses its unheard tail, never its middle). Ids not
+        stored are ignored."""
         ...
 
     async def list_messages(

@@ -38,7 +38,7 @@ async def _online(url: str) -> None:
     parsed, schema = normalize_url(url)
     database = Database(parsed, schema=schema)
     try:
-        await database.run(_migrate, Mode.WRITE)
+        await database.run(_migrate, Mode.SCHEMA)
     finally:
         await database.dispose()
 

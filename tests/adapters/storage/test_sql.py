@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event
 
+from loopwright.adapters.storage import _agent_sql as q
 from loopwright.adapters.storage._db import Mode
-from loopwright.adapters.storage._sqlite import SqliteRunner
+from loopwright.adapters.storage._sqlite import SqliteRunner, lite_sql
 from loopwright.adapters.storage.sql import SqlStore, StoreUrlError, normalize_url, open_store
 from loopwright.adapters.storage.tables import SchemaVersionError
 from loopwright.schemas import Agent, Message
@@ -237,3 +238,39 @@ async def _tick_gaps(seconds: float) -> list[float]:
         gaps.append(now - last)
         last = now
     return gaps
+
+
+async def test_lookups_by_name_id_and_run_never_walk_a_table_on_sqlite(tmp_path: Path) -> None:
+    statements = {
+        "get_agent": q.by_key(False, tenant=False),
+        "get_agent in a tenant": q.by_key(False, tenant=True),
+        "find_messages": q.find_query(False),
+        "discard_messages: positions": q.positions_query(False),
+        "discard_messages: tail size": q.tail_size,
+        "discard_messages: drop": q.drop_tail,
+    }
+    params = {
+        "b_key": "k",
+        "b_tenant": "t",
+        "b_ids": '["m"]',
+        "b_run": "r",
+        "b_id": "a",
+        "b_pos": 1,
+    }
+
+    def plan(conn: sqlite3.Connection, statement: Any) -> list[str]:
+        sql = lite_sql(statement)
+        explained = conn.execute("EXPLAIN QUERY PLAN " + sql.text, sql.params(params))
+        return [row[3] for row in explained]
+
+    def walks(conn: sqlite3.Connection) -> dict[str, list[str]]:
+        plans = {name: plan(conn, statement) for name, statement in statements.items()}
+        # "SCAN" of a table (not of the JSON list of ids) reads every row.
+        return {
+            n: p
+            for n, p in plans.items()
+            if any(s.startswith("SCAN messages") or s.startswith("SCAN agents") for s in p)
+        }
+
+    async with SqlStore(f"sqlite:///{tmp_path / 'store.db'}") as store:
+        assert await store._db.run_lite(walks, Mode.READ) == {}
