@@ -4,6 +4,7 @@ from .agent import Agent, AgentContext, Block, Message, Role, ToolCall, ToolOutp
 from .converter import converter, event_to_dict
 from .events import (
     TERMINAL_EVENTS,
+    ClientToolCall,
     Custom,
     Event,
     Retrying,
@@ -36,6 +37,7 @@ __all__ = [
     "AgentContext",
     "Block",
     "Branch",
+    "ClientToolCall",
     "Custom",
     "Durability",
     "ErrorInfo",

@@ -61,6 +61,21 @@ class Usage:
 
 
 @frozen
+class ClientToolCall:
+    """A tool call the *client* runs (a voice platform's "end call"): streamed back to it as
+    an OpenAI tool call, never run here. The agent's own calls are `ToolCallStarted`."""
+
+    index: int
+    """The call's position among this turn's client calls (0-based, consecutive)."""
+    id: str
+    """The tool call id the client's `tool` message will answer."""
+    name: str
+    """The client's function name."""
+    arguments: str = ""
+    """The JSON arguments text, whole."""
+
+
+@frozen
 class Retrying:
     """The current state failed with a retryable error and runs again after `delay_ms`."""
 
@@ -100,6 +115,7 @@ Event = (
     | TextDelta
     | ToolCallStarted
     | ToolResult
+    | ClientToolCall
     | Usage
     | Retrying
     | Custom

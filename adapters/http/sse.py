@@ -1,7 +1,7 @@
 """A run's events as an OpenAI `chat.completion.chunk` SSE stream (the per-token path).
 
 Wire order: a role chunk (sent before the first event is read, so the client has bytes at
-once and a turn with no text is never an empty 200), content and client tool-call deltas,
+once and a turn with no text is never an empty 200), content deltas and client tool calls,
 exactly one final chunk with `finish_reason`, the usage chunk when the request asked for it,
 `data: [DONE]`. A failure once the stream has begun becomes one error frame then `[DONE]`:
 the stream never just stops. Everything constant about a chunk is encoded once per stream, so
@@ -16,16 +16,14 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, M
 from typing import Any
 
 import orjson
-from attrs import frozen
 
-from loopwright.schemas import Event, RunFailed, RunFinished, TextDelta, Usage
+from loopwright.schemas import ClientToolCall, Event, RunFailed, RunFinished, TextDelta, Usage
 
 __all__ = [
     "DONE",
     "FINISH_REASONS",
     "PING",
     "ChunkEncoder",
-    "ClientToolCallDelta",
     "CompletionError",
     "KeepAlive",
     "StreamContractError",
@@ -59,24 +57,6 @@ _ERROR_KINDS: Mapping[str, tuple[str, int]] = {
     "cancelled": ("server_error", 503),
 }
 """Run error code to (OpenAI error `type`, HTTP status); anything else is a server error."""
-
-
-@frozen(kw_only=True)
-class ClientToolCallDelta:
-    """A fragment of a tool call the *client* runs (provisional: belongs in schemas/events.py).
-
-    The first fragment of a call carries `id` and `name`; later ones only argument text. The
-    agent's own tool calls (`ToolCallStarted`/`ToolResult`) are never shown to the client.
-    """
-
-    index: int
-    """The call's position among this turn's client calls (any int; the wire renumbers 0..n)."""
-    arguments: str = ""
-    """The next piece of the JSON arguments text."""
-    id: str | None = None
-    """The tool call id, on the first fragment only."""
-    name: str | None = None
-    """The function name, on the first fragment only."""
 
 
 class StreamContractError(ValueError):
@@ -135,18 +115,13 @@ class ChunkEncoder:
         return self._content + orjson.dumps(text) + self._text_tail
 
     def tool_call(self, index: int, *, id: str, name: str, arguments: str = "") -> bytes:
-        """The first fragment of a client tool call: index, id, type, name, arguments so far."""
+        """One client tool call, whole: index, id, type, name and its arguments."""
         call = {
             "index": index,
             "id": id,
             "type": "function",
             "function": {"name": name, "arguments": arguments},
         }
-        return self._delta + orjson.dumps({"tool_calls": [call]}) + self._tail
-
-    def tool_arguments(self, index: int, arguments: str) -> bytes:
-        """A later fragment of call `index`: only argument text."""
-        call = {"index": index, "function": {"arguments": arguments}}
         return self._delta + orjson.dumps({"tool_calls": [call]}) + self._tail
 
     def finish(self, reason: str) -> bytes:
@@ -179,18 +154,20 @@ class _Turn:
             "total_tokens": self.total,
         }
 
-    def place(self, event: ClientToolCallDelta) -> tuple[int, bool]:
-        """The wire index of a fragment's call, and whether the fragment opens it."""
-        index = self.calls.get(event.index)
-        if index is not None:
-            return index, False
+    def place(self, event: ClientToolCall) -> int:
+        """The wire index of a client call (0, 1, ... in the order the calls came)."""
+        if event.index in self.calls:
+            raise StreamContractError(
+                f"client tool call {event.index} was sent twice; a ClientToolCall carries a "
+                "whole call, each index once"
+            )
         if not event.id or not event.name:
             raise StreamContractError(
-                f"client tool call {event.index} began without an id and a name; the first "
-                "ClientToolCallDelta of a call must carry both"
+                f"client tool call {event.index} has no id or no name; a ClientToolCall must "
+                "carry both"
             )
         index = self.calls[event.index] = len(self.calls)
-        return index, True
+        return index
 
     def finish_reason(self, stop_reason: str) -> str:
         return "tool_calls" if self.calls else FINISH_REASONS.get(stop_reason, "stop")
@@ -210,17 +187,13 @@ def _end(turn: _Turn, enc: ChunkEncoder, event: RunFinished, include_usage: bool
     return frames
 
 
-def _tool_frame(turn: _Turn, enc: ChunkEncoder, event: ClientToolCallDelta) -> bytes | None:
-    index, first = turn.place(event)
-    if first:
-        assert event.id is not None  # place() checked both
-        assert event.name is not None
-        return enc.tool_call(index, id=event.id, name=event.name, arguments=event.arguments)
-    return enc.tool_arguments(index, event.arguments) if event.arguments else None
+def _tool_frame(turn: _Turn, enc: ChunkEncoder, event: ClientToolCall) -> bytes:
+    index = turn.place(event)
+    return enc.tool_call(index, id=event.id, name=event.name, arguments=event.arguments)
 
 
 async def encode_stream(
-    events: AsyncIterable[Event | ClientToolCallDelta],
+    events: AsyncIterable[Event],
     *,
     model: str,
     include_usage: bool,
@@ -243,10 +216,8 @@ async def encode_stream(
                     yield enc.content(event.text)
             elif isinstance(event, Usage):
                 turn.add_usage(event)
-            elif isinstance(event, ClientToolCallDelta):
-                frame = _tool_frame(turn, enc, event)
-                if frame is not None:
-                    yield frame
+            elif isinstance(event, ClientToolCall):
+                yield _tool_frame(turn, enc, event)
             elif isinstance(event, RunFinished):
                 for frame in _end(turn, enc, event, include_usage):
                     yield frame
@@ -287,7 +258,7 @@ async def _close(source: AsyncIterator[Any]) -> None:
 
 
 async def collect_completion(
-    events: AsyncIterable[Event | ClientToolCallDelta], *, model: str, id: str, created: int
+    events: AsyncIterable[Event], *, model: str, id: str, created: int
 ) -> dict[str, Any]:
     """The same events folded into one `chat.completion` object (non-streaming requests).
 
@@ -304,7 +275,7 @@ async def collect_completion(
                 text.append(event.text)
             elif isinstance(event, Usage):
                 turn.add_usage(event)
-            elif isinstance(event, ClientToolCallDelta):
+            elif isinstance(event, ClientToolCall):
                 _fold_call(calls, turn, event)
             elif isinstance(event, RunFailed):
                 raise CompletionError(event.message, code=event.code)
@@ -318,13 +289,10 @@ async def collect_completion(
     raise CompletionError(_NO_TERMINAL, code="incomplete_run")
 
 
-def _fold_call(calls: list[dict[str, Any]], turn: _Turn, event: ClientToolCallDelta) -> None:
-    index, first = turn.place(event)
-    if first:
-        function = {"name": event.name, "arguments": event.arguments}
-        calls.append({"id": event.id, "type": "function", "function": function})
-    else:
-        calls[index]["function"]["arguments"] += event.arguments
+def _fold_call(calls: list[dict[str, Any]], turn: _Turn, event: ClientToolCall) -> None:
+    turn.place(event)
+    function = {"name": event.name, "arguments": event.arguments}
+    calls.append({"id": event.id, "type": "function", "function": function})
 
 
 def _completion(

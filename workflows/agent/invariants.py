@@ -7,7 +7,7 @@ any store, LLM or workflow copy. Messages are stored `Message`s or OpenAI wire d
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from attrs import frozen
@@ -133,9 +133,12 @@ def check_system_first(body: Mapping[str, Any], blocks: Iterable[Block]) -> list
     return found
 
 
-def check_log(log: Sequence[Message], context: Sequence[Message]) -> list[Violation]:
+def check_log(
+    log: Sequence[Message], context: Sequence[Message], *, open_end: bool = False
+) -> list[Violation]:
     """I3 and I1 on the store: ids are unique, the in-context list is a subsequence of the
-    log (same messages, same order), and tool calls pair up in both."""
+    log (same messages, same order), and tool calls pair up in both (`open_end`: calls to the
+    client's tools may still be open at the end)."""
     found: list[Violation] = []
     ids = [m.id for m in log]
     repeated = sorted({i for i in ids if ids.count(i) > 1})
@@ -153,8 +156,8 @@ def check_log(log: Sequence[Message], context: Sequence[Message]) -> list[Violat
             )
             break
         at += 1
-    found += check_tool_pairing(log, where="log")
-    found += check_tool_pairing(context, where="context")
+    found += check_tool_pairing(log, where="log", open_end=open_end)
+    found += check_tool_pairing(context, where="context", open_end=open_end)
     return found
 
 
@@ -225,12 +228,16 @@ def check_run_end(
 
 
 def check_spoken(
-    events: Sequence[Event], turn: Sequence[Message], *, pre_exec: bool = True
+    events: Sequence[Event],
+    turn: Sequence[Message],
+    *,
+    pre_exec: bool = True,
+    client_tools: Collection[str] = (),
 ) -> list[Violation]:
     """I6: the text the client received equals the assistant text stored for the turn
-    (pre-exec speech included when the loop speaks it)."""
+    (pre-exec speech included when the loop speaks it; never that of the client's tools)."""
     heard = "".join(e.text for e in events if isinstance(e, TextDelta))
-    stored = spoken_text(turn, pre_exec=pre_exec)
+    stored = spoken_text(turn, pre_exec=pre_exec, client_tools=client_tools)
     if heard != stored:
         return [Violation("I6", f"the client received {heard!r}, the store says {stored!r}")]
     return []

@@ -50,6 +50,7 @@ class AgentServices:
         self._contexts: dict[str, CachedContext] = {}
         self._toolboxes: dict[tuple[str, tuple[str, ...]], Toolbox] = {}
         self._tools: dict[tuple[str, tuple[str, ...], bool, bool], list[dict[str, Any]]] = {}
+        self._names: dict[tuple[str, tuple[str, ...]], frozenset[str]] = {}
         self.input_writes: dict[str, asyncio.Task[Any]] = {}
         self._fresh: dict[str, Agent] = {}
 
@@ -122,6 +123,34 @@ class AgentServices:
         if box is None:
             box = self._toolboxes[key] = self._toolbox_for(agent)
         return box
+
+    def own_tool_names(self, agent: Agent) -> frozenset[str]:
+        """Names of the agent's own tools (a client tool of the same name gives way)."""
+        key = (agent.id, agent.tools)
+        names = self._names.get(key)
+        if names is None:
+            names = self._names[key] = frozenset(s.name for s in self.toolbox(agent).specs())
+        return names
+
+    async def discard_turn(self, agent_id: str, run_id: str) -> None:
+        """Remove every message of a turn nobody heard (its client aborted before the first
+        text chunk), so the longer utterance that follows makes one user message, not two.
+
+        Call it once the run has ended (cancelled). Waits for the turn's overlapped input
+        write first. Raises: DiscardRefusedError if a later turn has stored messages since.
+        """
+        self._fresh.pop(run_id, None)
+        write = self.input_writes.pop(run_id, None)
+        if write is not None:
+            # A failed write stored nothing; what did land is found below either way.
+            await asyncio.gather(write, return_exceptions=True)
+        try:
+            found = await self.store.find_messages(agent_id, run_id=run_id)
+            if found:
+                await self.store.discard_messages(agent_id, [m.id for m in found])
+        finally:
+            # The context cache may hold the discarded messages (and always the old version).
+            self.forget(agent_id)
 
     def tools_payload(self, agent: Agent, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         """OpenAI `tools` entries for the agent, transformed once per configuration."""

@@ -7,7 +7,7 @@ stored log (`spoken_text`), so what the client received equals what was stored (
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from loopwright.schemas import Message
 
@@ -75,15 +75,22 @@ def pre_exec_of(arguments: str) -> str:
     return KeyStreamer(PRE_EXEC_KEY).feed(arguments)
 
 
-def spoken_text(messages: Iterable[Message], *, pre_exec: bool = True) -> str:
-    """The text a client heard for these stored messages (one turn's assistant messages)."""
+def spoken_text(
+    messages: Iterable[Message], *, pre_exec: bool = True, client_tools: Collection[str] = ()
+) -> str:
+    """The text a client heard for these stored messages (one turn's assistant messages);
+    calls of `client_tools` are never spoken (their arguments are the client's)."""
     out = ""
     for message in messages:
         if message.role != "assistant":
             continue
         pieces = [message.content or ""]
         if pre_exec:
-            pieces.extend(pre_exec_of(call.arguments) for call in message.tool_calls)
+            pieces.extend(
+                pre_exec_of(call.arguments)
+                for call in message.tool_calls
+                if call.name not in client_tools
+            )
         for piece in pieces:
             if piece:
                 out += _seam(out[-1:], piece)

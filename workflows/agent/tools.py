@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from loopwright.schemas import ToolCall, ToolOutput
 
@@ -42,9 +41,31 @@ async def _one(toolbox: Toolbox, call: ToolCall) -> ToolOutput:
         return ToolOutput(status="error", content=f"{type(err).__name__}: {err}")
 
 
-async def run_calls(
-    toolbox: Toolbox, calls: Sequence[ToolCall], params: Mapping[str, Any]
-) -> list[tuple[ToolCall, ToolOutput, str]]:
-    """Run every call concurrently; one (call, output, message content) per call, in order."""
-    outputs = await asyncio.gather(*(_one(toolbox, call) for call in calls))
-    return [(call, out, envelope(out)) for call, out in zip(calls, outputs, strict=True)]
+CANCELLED = "cancelled: the user interrupted before this call finished"
+"""The result of a call cut off by a barge-in (the model may call it again)."""
+
+
+class ToolRun:
+    """One step's calls, run concurrently; what finished is known even when the run is
+    cancelled, so every call id still gets an answer (I1)."""
+
+    __slots__ = ("_calls", "_outputs")
+
+    def __init__(self, calls: Sequence[ToolCall]) -> None:
+        self._calls = tuple(calls)
+        self._outputs: dict[int, ToolOutput] = {}
+
+    async def run(self, toolbox: Toolbox) -> None:
+        """Run every call; cancelling this cancels the calls still running."""
+
+        async def one(position: int, call: ToolCall) -> None:
+            self._outputs[position] = await _one(toolbox, call)
+
+        await asyncio.gather(*(one(i, call) for i, call in enumerate(self._calls)))
+
+    def answers(self) -> list[tuple[ToolCall, ToolOutput, str]]:
+        """(call, output, message content) per call, in call order; a call that has not
+        finished gets the `CANCELLED` error."""
+        cut = ToolOutput(status="error", content=CANCELLED)
+        outputs = [self._outputs.get(i, cut) for i in range(len(self._calls))]
+        return [(call, out, envelope(out)) for call, out in zip(self._calls, outputs, strict=True)]

@@ -19,7 +19,14 @@ class TurnInput:
     messages: tuple[Message, ...] = ()
     """The turn's new messages, ids assigned by the caller (idempotent writes)."""
     client_tools: tuple[dict[str, Any], ...] = ()
-    """OpenAI `tools` entries owned by the client: their calls are returned, never run here."""
+    """OpenAI `tools` entries owned by the client: their calls are returned, never run here
+    (an entry named like one of the agent's own tools is left out: the agent's wins)."""
+    turn_key: str | None = None
+    """The caller's key for this turn (the HTTP server: agent, session and new messages): a
+    client retry of the same turn is recognised by it. Never read by the loop."""
+    request: dict[str, Any] = field(factory=dict)
+    """What the client sent beside the messages (sampling options, metadata...), kept on the
+    run for hooks. Never read by the loop (not the LLM request body: that is `TurnData`'s)."""
 
 
 @frozen(kw_only=True)
@@ -40,6 +47,9 @@ class TurnData:
     """Resolved agent id (set by rebuild_memory)."""
     step: int = 0
     """Steps persisted so far in this turn."""
+    inputs: tuple[Message, ...] | None = None
+    """The turn's input as stored and sent: answers to the client calls left open by the last
+    turn first, then the caller's messages (None until rebuild_memory works it out)."""
     assistant: Message | None = None
     """This step's assistant message, once streamed."""
     tool_messages: tuple[Message, ...] = ()

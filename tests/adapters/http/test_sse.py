@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from loopwright.adapters.http.sse import (
     PING,
-    ClientToolCallDelta,
     CompletionError,
     KeepAlive,
     collect_completion,
@@ -22,6 +21,7 @@ from loopwright.adapters.http.sse import (
 )
 from loopwright.engine.testing.strategies import texts
 from loopwright.schemas import (
+    ClientToolCall,
     Custom,
     Event,
     Retrying,
@@ -38,7 +38,7 @@ from loopwright.schemas import (
 from .lint import ParsedStream, lint_stream
 
 ID, CREATED, MODEL = "chatcmpl-run-1", 1_700_000_000, "ada"
-Item = Event | ClientToolCallDelta
+Item = Event
 
 
 class Source:
@@ -159,11 +159,8 @@ async def test_agent_tool_calls_are_hidden_and_client_calls_are_streamed() -> No
         NOISE[2],
         NOISE[3],
         TextDelta("Calling."),
-        ClientToolCallDelta(index=4, id="c_a", name="transfer", arguments=""),
-        ClientToolCallDelta(index=4, arguments='{"to": '),
-        ClientToolCallDelta(index=9, id="c_b", name="hang_up", arguments="{}"),
-        ClientToolCallDelta(index=4, arguments=""),  # nothing to send
-        ClientToolCallDelta(index=4, id="c_a", name="transfer", arguments='"desk"}'),
+        ClientToolCall(4, "c_a", "transfer", '{"to": "desk"}'),
+        ClientToolCall(9, "c_b", "hang_up", "{}"),
         RunFinished("final"),
     ]
     raw = await encode(events)
@@ -178,13 +175,21 @@ async def test_agent_tool_calls_are_hidden_and_client_calls_are_streamed() -> No
     assert b"call_9" not in raw
 
 
-async def test_a_call_that_starts_without_a_header_is_an_error_frame() -> None:
-    parsed = await linted(
-        [TextDelta("a"), ClientToolCallDelta(index=0, arguments="{}"), RunFinished("final")]
-    )
+@pytest.mark.parametrize(
+    ("calls", "said"),
+    [
+        ([ClientToolCall(0, "", "end_call", "{}")], "must carry both"),
+        ([ClientToolCall(0, "c_a", "", "{}")], "must carry both"),
+        ([ClientToolCall(0, "c_a", "a"), ClientToolCall(0, "c_b", "b")], "sent twice"),
+    ],
+)
+async def test_a_call_without_an_id_or_name_or_sent_twice_is_an_error_frame(
+    calls: list[Item], said: str
+) -> None:
+    parsed = await linted([TextDelta("a"), *calls, RunFinished("final")])
     assert parsed.error is not None
     assert parsed.error["code"] == "stream_contract"
-    assert "must carry both" in parsed.error["message"]
+    assert said in parsed.error["message"]
 
 
 @pytest.mark.parametrize("before", [[], [TextDelta("Half a "), TextDelta("sentence")]])
@@ -302,12 +307,10 @@ ENDS = ["final", "max_steps", "cancelled", "custom", "failed", "raise", "none"]
 
 @st.composite
 def turns(draw: st.DrawFn) -> tuple[list[Item], str, Exception | None]:
-    """Any events (text, usage, noise, client call fragments), then one of the possible ends."""
+    """Any events (text, usage, noise, whole client calls), then one of the possible ends."""
     events: list[Item] = []
-    keys: list[int] = []
-    for kind in draw(
-        st.lists(st.sampled_from(["text", "usage", "noise", "call", "args"]), max_size=20)
-    ):
+    calls = 0
+    for kind in draw(st.lists(st.sampled_from(["text", "usage", "noise", "call"]), max_size=20)):
         if kind == "text":
             events.append(TextDelta(draw(texts(nul=True, max_size=6))))
         elif kind == "usage":
@@ -315,22 +318,10 @@ def turns(draw: st.DrawFn) -> tuple[list[Item], str, Exception | None]:
             events.append(Usage(p, c, p + c))
         elif kind == "noise":
             events.append(draw(st.sampled_from(NOISE)))
-        elif kind == "call":
-            keys.append(draw(st.integers(0, 99).filter(lambda k: k not in keys)))
-            events.append(
-                ClientToolCallDelta(
-                    index=keys[-1],
-                    id=f"call_{len(keys)}",
-                    name=draw(st.sampled_from(["a", "b"])),
-                    arguments=draw(texts(max_size=4)),
-                )
-            )
-        elif keys:
-            events.append(
-                ClientToolCallDelta(
-                    index=draw(st.sampled_from(keys)), arguments=draw(texts(max_size=4))
-                )
-            )
+        else:
+            name = draw(st.sampled_from(["a", "b"]))
+            events.append(ClientToolCall(calls, f"call_{calls}", name, draw(texts(max_size=8))))
+            calls += 1
     end = draw(st.sampled_from(ENDS))
     error = RuntimeError("source broke") if end == "raise" else None
     if end == "failed":
@@ -341,12 +332,7 @@ def turns(draw: st.DrawFn) -> tuple[list[Item], str, Exception | None]:
 
 
 def expected_calls(events: Sequence[Item]) -> list[tuple[str, str, str]]:
-    calls: dict[int, list[str]] = {}
-    for e in events:
-        if isinstance(e, ClientToolCallDelta):
-            call = calls.setdefault(e.index, [str(e.id), str(e.name), ""])
-            call[2] += e.arguments
-    return [(i, n, a) for i, n, a in calls.values()]
+    return [(e.id, e.name, e.arguments) for e in events if isinstance(e, ClientToolCall)]
 
 
 @given(turns(), st.booleans())

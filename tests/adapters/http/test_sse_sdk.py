@@ -19,7 +19,6 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
 from loopwright.adapters.http.sse import (
-    ClientToolCallDelta,
     CompletionError,
     KeepAlive,
     collect_completion,
@@ -40,6 +39,7 @@ from loopwright.engine.validate import load_and_validate
 from loopwright.schemas import (
     Agent,
     Block,
+    ClientToolCall,
     Event,
     Message,
     RunFailed,
@@ -57,7 +57,7 @@ from loopwright.workflows.agent.turn import TurnData, TurnInput
 
 from .lint import lint_stream
 
-Item = Event | ClientToolCallDelta | float  # a float: sleep that long (an idle stretch)
+Item = Event | float  # a float: sleep that long (an idle stretch)
 
 SCENARIOS: dict[str, list[Item]] = {
     "text": [
@@ -72,9 +72,8 @@ SCENARIOS: dict[str, list[Item]] = {
     "empty": [StateEntered("stream", 2), RunFinished("final")],
     "tools": [
         TextDelta("Transferring."),
-        ClientToolCallDelta(index=0, id="call_x", name="transfer_call", arguments='{"to"'),
-        ClientToolCallDelta(index=0, arguments=': "desk"}'),
-        ClientToolCallDelta(index=1, id="call_y", name="end_call", arguments="{}"),
+        ClientToolCall(0, "call_x", "transfer_call", '{"to": "desk"}'),
+        ClientToolCall(1, "call_y", "end_call", "{}"),
         Usage(5, 5, 10),
         RunFinished("final"),
     ],
@@ -106,7 +105,9 @@ class Served:
         return lint_stream(self.bodies[0], include_usage=include_usage)
 
 
-async def agent_turn(served: Served, text: str) -> AsyncIterator[Event]:
+async def agent_turn(
+    served: Served, text: str, client_tools: Sequence[dict[str, Any]] = ()
+) -> AsyncIterator[Event]:
     clock, ids = ManualClock(), SequentialIds()
     agents = served.agents = MemoryAgentStore(clock=clock)
     box = PythonToolbox.from_callables([weather])
@@ -119,7 +120,11 @@ async def agent_turn(served: Served, text: str) -> AsyncIterator[Event]:
     agent = await agents.create_agent(
         Agent(id="agent-1", name="ada", model="gpt-test"), [Block(label="human", value="Ada")]
     )
-    turn = TurnInput(agent=agent.id, messages=(Message(id="msg-in", role="user", content=text),))
+    turn = TurnInput(
+        agent=agent.id,
+        messages=(Message(id="msg-in", role="user", content=text),),
+        client_tools=tuple(client_tools),
+    )
     run = engine.start(
         compiled, converter.unstructure(turn), data=TurnData(agent_id=agent.id), key=agent.id
     )
@@ -131,7 +136,7 @@ async def agent_turn(served: Served, text: str) -> AsyncIterator[Event]:
         await engine.aclose()
 
 
-async def scripted(items: Sequence[Item]) -> AsyncIterator[Event | ClientToolCallDelta]:
+async def scripted(items: Sequence[Item]) -> AsyncIterator[Event]:
     for item in items:
         if isinstance(item, float):
             await asyncio.sleep(item)
@@ -144,7 +149,10 @@ def route(served: Served) -> Callable[[web.Request], Any]:
         body = await request.json()
         model = body["model"]
         user = body["messages"][-1]["content"]
-        events = agent_turn(served, user) if model == "agent" else scripted(SCENARIOS[model])
+        if model == "agent":
+            events = agent_turn(served, user, body.get("tools") or ())
+        else:
+            events = scripted(SCENARIOS[model])
         cid, created = f"chatcmpl-{len(served.bodies) + 1}", 1_700_000_000
         if not body.get("stream"):
             try:
@@ -330,3 +338,37 @@ async def test_a_real_agent_turn_reaches_the_sdk_as_stored(
     assert parsed.finish_reason == "stop"
     assert final.usage is not None
     assert final.usage.total_tokens == (15 if len(script) == 1 else 45)
+
+
+END_CALL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "end_call",
+        "description": "Hang up.",
+        "parameters": {"type": "object", "properties": {}},
+    },
+}
+
+
+async def test_a_client_tool_call_of_a_real_agent_turn_reaches_the_sdk(
+    client: AsyncOpenAI, served: Served
+) -> None:
+    hang_up = CallSpec(id="call_end", name="end_call", arguments="{}")
+    served.script = [tool_calls_reply([weather_call(), hang_up], text="Bye.")]
+    async with client.chat.completions.stream(
+        model="agent",
+        messages=[{"role": "user", "content": "weather, then hang up"}],
+        tools=[END_CALL],  # type: ignore[list-item]
+    ) as stream:
+        final = await stream.get_final_completion()
+    parsed = served.linted(include_usage=False)
+    assert served.agents is not None
+    log = await served.agents.list_messages("agent-1")
+    message = final.choices[0].message
+    calls = [(c.id, c.function.name, c.function.arguments) for c in message.tool_calls or []]
+    # Only the client's call reaches it; the agent's own ran here and stays hidden.
+    assert calls == [("call_end", "end_call", "{}")]
+    assert final.choices[0].finish_reason == parsed.finish_reason == "tool_calls"
+    assert message.content == parsed.text == spoken_text(log) == "Bye. Checking."
+    assert [m.role for m in log] == ["user", "assistant", "tool"]
+    assert [c.id for c in log[1].tool_calls] == ["call_1", "call_end"]

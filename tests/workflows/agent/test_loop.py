@@ -225,9 +225,11 @@ async def test_a_state_inserted_by_config_runs(
     shutil.copy(workflow_path(), copy)
     text = copy.read_text()
     text = text.replace('name = "low_latency_agent"', 'name = "moderated_agent"')
+    stream_on = 'client_calls = "persist", reply = "persist", failed = "persist" }'
+    assert stream_on in text
     text = text.replace(
-        'on = { tool_calls = "execute_tools", reply = "persist", failed = "persist" }',
-        'on = { tool_calls = "execute_tools", reply = "moderate", failed = "persist" }\n\n'
+        stream_on,
+        'client_calls = "persist", reply = "moderate", failed = "persist" }\n\n'
         '[states.moderate]\nhandler = "my_moderation:moderate"\non = { ok = "persist" }',
     )
     copy.write_text(text)
