@@ -28,7 +28,14 @@ typecheck: $(STAMP)
 	for d in $(SRC); do ln -sfn ../../$$d .mypy-tree/loopwright/$$d; done
 	MYPYPATH=.mypy-tree $(BIN)/mypy $(addprefix -p loopwright.,$(SRC))
 
-pytest: $(STAMP)
+# The Node.js `openai` SDK drives the server in the tests (locked in tests/node); without npm
+# those tests skip locally and fail in CI.
+NODE_STAMP := tests/node/node_modules/.package-lock.json
+$(NODE_STAMP): tests/node/package-lock.json
+	@if command -v npm >/dev/null; then npm ci --prefix tests/node --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: the Node.js SDK tests will not run"; fi
+
+pytest: $(STAMP) $(NODE_STAMP)
 	$(BIN)/pytest
 
 bench: $(STAMP)

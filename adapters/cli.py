@@ -48,8 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("file", metavar="FILE")
     graph.set_defaults(func=cmd_graph)
     from .cli_agent import add_parsers
+    from .cli_serve import add_parser as add_serve
 
     add_parsers(sub)
+    add_serve(sub)
     return parser
 
 
@@ -137,3 +139,7 @@ def _format(problem: Problem) -> str:
 
 def _one_line(err: BaseException) -> str:
     return " ".join(f"{type(err).__name__}: {err}".splitlines())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

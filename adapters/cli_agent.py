@@ -23,6 +23,12 @@ def add_parsers(sub: Any) -> None:
     create.add_argument("--block", action="append", default=[], metavar="LABEL=VALUE")
     create.add_argument("--tools", action="append", default=[], metavar="MODULE")
     create.add_argument("--workflow", default="low_latency_agent", metavar="FILE")
+    create.add_argument("--tenant", default="", help="owning tenant (the server's API keys)")
+    create.add_argument(
+        "--template",
+        action="store_true",
+        help="a template: the server makes one agent per session from it",
+    )
     create.set_defaults(func=cmd_agent_create)
     listing = agent_sub.add_parser("list", help="list agents")
     listing.set_defaults(func=cmd_agent_list)
@@ -85,6 +91,8 @@ def cmd_agent_create(args: argparse.Namespace) -> int:
             system=args.system,
             workflow=args.workflow,
             tools=tuple(args.tools),
+            tenant=args.tenant,
+            is_template=args.template,
             created_at=app.engine.clock.now(),
         )
         created = await app.create_agent(agent, blocks)

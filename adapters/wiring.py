@@ -157,19 +157,24 @@ class App:
 
     async def turn(
         self,
-        agent_ref: str,
+        agent_ref: str | Agent,
         text: str | None = None,
         *,
         messages: Sequence[Message] = (),
         params: Mapping[str, Any] | None = None,
         client_tools: Sequence[Mapping[str, Any]] = (),
+        run_id: str | None = None,
+        turn_key: str | None = None,
+        request: Mapping[str, Any] | None = None,
     ) -> Run:
-        """Start one turn of an agent: `text` becomes a user message with a fresh id."""
+        """Start one turn of an agent (by name, id or the `Agent` itself): `text` becomes a user
+        message with a fresh id. `turn_key` marks the turn for retry detection; `request` is
+        what the client sent beside the messages (kept on the run for hooks)."""
         from loopwright.schemas import converter
 
-        agent = await self.store.get_agent(agent_ref)
+        agent = agent_ref if isinstance(agent_ref, Agent) else await self.store.get_agent(agent_ref)
         compiled = self.workflow(agent.workflow)
-        run_id = self.engine.ids.new_id("run")
+        run_id = run_id or self.engine.ids.new_id("run")
         new = [attrs.evolve(m, run_id=m.run_id or run_id) for m in messages]
         if text is not None:
             new.append(
@@ -182,7 +187,11 @@ class App:
                 )
             )
         turn = TurnInput(
-            agent=agent.id, messages=tuple(new), client_tools=tuple(dict(t) for t in client_tools)
+            agent=agent.id,
+            messages=tuple(new),
+            client_tools=tuple(dict(t) for t in client_tools),
+            turn_key=turn_key,
+            request=dict(request or {}),
         )
         self.agents.prime(run_id, agent)
         return self.engine.start(
