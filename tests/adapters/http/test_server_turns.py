@@ -328,3 +328,17 @@ async def test_a_template_makes_one_agent_per_session(tmp_path: Path) -> None:
         names = sorted(a.name for a in await live.app.store.list_agents())
         assert len(names) == 3  # the template and two session agents
         assert names[0] == "tmpl"
+
+
+async def test_pings_keep_an_idle_stream_alive_before_the_first_token(tmp_path: Path) -> None:
+    from loopwright.adapters.http.chat import ServerOptions
+
+    slow = Response(
+        steps=(Delay(0.5), role_chunk(), content_chunk("Finally."), finish_chunk("stop"))
+    )
+    options = ServerOptions(ping_s=0.1)
+    async with live_server(tmp_path, [slow], agents=[agent()], options=options) as live:
+        reply = await post(f"{live.base_url}/chat/completions", chat_body([SYSTEM]))
+        parsed = reply.stream()
+        assert parsed.text == "Finally."
+        assert parsed.pings >= 2
