@@ -72,7 +72,11 @@ def create_app(
         *agent_routes(server),
     ]
     if probe is not None:
-        routes.append(Route("/_lag", lambda _r: _lag(probe), methods=["GET"]))
+
+        async def lag(_request: Request) -> Response:
+            return json_response(probe.read())
+
+        routes.append(Route("/_lag", lag, methods=["GET"]))
 
     @contextlib.asynccontextmanager
     async def lifespan(_asgi: Starlette) -> AsyncIterator[None]:
@@ -98,10 +102,6 @@ def _guard(server: Server, endpoint: Callable[[Server, Request], Awaitable[Respo
             return error_response(err, not_found_code=not_found)
 
     return run
-
-
-async def _lag(probe: LagProbe) -> Response:
-    return json_response(probe.read())
 
 
 async def _healthz(_request: Request) -> Response:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
 __all__ = ["LagProbe"]
@@ -31,11 +32,11 @@ class LagProbe:
                 await self._task
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+        # perf_counter, not loop.time(): uvloop's clock is cached per loop pass in 1 ms steps.
         while True:
-            start = loop.time()
+            start = time.perf_counter()
             await asyncio.sleep(self.period_s)
-            self._samples.append(max(0.0, loop.time() - start - self.period_s) * 1000)
+            self._samples.append(max(0.0, time.perf_counter() - start - self.period_s) * 1000)
 
     def read(self) -> dict[str, Any]:
         """`{"p99_ms", "max_ms", "samples"}` since the last read, then reset."""

@@ -50,6 +50,7 @@ async def live_server(
     options: ServerOptions | None = None,
     agents: Sequence[Agent] = (),
     blocks: Sequence[Block] = (),
+    lag_probe: bool = False,
 ) -> AsyncIterator[Live]:
     """Start the LLM, the app and uvicorn; create `agents`; stop everything at the end."""
     async with FakeOpenAIServer(script) as llm:
@@ -62,7 +63,7 @@ async def live_server(
         try:
             for agent in agents:
                 await app.create_agent(agent, blocks)
-            asgi = create_app(app, keyring=keyring, options=options)
+            asgi = create_app(app, keyring=keyring, options=options, lag_probe=lag_probe)
             config = uvicorn.Config(
                 asgi,
                 host="127.0.0.1",

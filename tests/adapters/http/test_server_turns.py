@@ -342,3 +342,15 @@ async def test_pings_keep_an_idle_stream_alive_before_the_first_token(tmp_path: 
         parsed = reply.stream()
         assert parsed.text == "Finally."
         assert parsed.pings >= 2
+
+
+async def test_the_lag_probe_answers_when_enabled(tmp_path: Path) -> None:
+    from .live import request
+
+    async with live_server(tmp_path, [], lag_probe=True) as live:
+        await asyncio.sleep(0.05)
+        reading = (await request("GET", f"{live.root}/_lag")).json()
+        assert reading["samples"] >= 1
+        assert reading["p99_ms"] >= 0
+    async with live_server(tmp_path, []) as live:
+        assert (await request("GET", f"{live.root}/_lag")).status == 404
