@@ -168,9 +168,13 @@ async def _create_agent(server: Server, request: Request) -> Response:
             code="invalid_name",
             param="name",
         )
+    labels = [b.label for b in spec.blocks]
+    if len(set(labels)) != len(labels):
+        raise ApiError(400, "two blocks have the same label", code="invalid_block", param="blocks")
     for block in spec.blocks:
         _check_block(block.value, block.limit)
     app = server.app
+    _check_workflow_params(app, spec)
     agent = Agent(
         id=app.engine.ids.new_id("agent"),
         name=spec.name,
@@ -188,12 +192,29 @@ async def _create_agent(server: Server, request: Request) -> Response:
         created = await app.create_agent(agent, blocks)
     except AgentExistsError:
         raise
-    except (ImportError, LookupError, ValueError) as err:  # a workflow or tool that won't load
+    except (ImportError, LookupError, ValueError, TypeError) as err:  # won't load
         raise ApiError(400, f"the agent cannot be created: {err}", code="invalid_agent") from None
     return json_response(agent_json(created), status=201)
 
 
+def _check_workflow_params(app: Any, spec: AgentSpec) -> None:
+    """Refuse params the workflow does not declare (or of the wrong type) now, not at the
+    agent's first turn."""
+    from loopwright.engine._policy import effective_params
+
+    try:
+        declared = app.workflow(spec.workflow).params
+        effective_params(declared, spec.params)
+    except (ImportError, LookupError, ValueError, TypeError) as err:
+        raise ApiError(400, f"the agent cannot be created: {err}", code="invalid_agent") from None
+
+
+_MAX_LIMIT = 2**63 - 1  # what a BIGINT column holds
+
+
 def _check_block(value: str, limit: int) -> None:
+    if limit > _MAX_LIMIT:
+        raise ApiError(400, f"a block limit must be at most {_MAX_LIMIT}", code="invalid_block")
     if limit <= 0:
         raise ApiError(400, f"a block limit must be positive, got {limit}", code="invalid_block")
     if len(value) > limit:
@@ -217,12 +238,12 @@ async def _get_agent(server: Server, request: Request) -> Response:
 
 async def _delete_agent(server: Server, request: Request) -> Response:
     agent = await _agent(server, request)
-    lease = await server.chat.locks.acquire(agent.id, policy="reject")
+    lease = await server.app.locks.acquire(agent.id, policy="reject")
     try:
         await server.app.store.delete_agent(agent.id)
         server.app.agents.forget(agent.id)
     finally:
-        lease.release()
+        await lease.release()
     return json_response({"id": agent.id, "object": "agent", "deleted": True})
 
 

@@ -1,4 +1,4 @@
-"""`SqlStore`: the `RunStore` and `AgentStore` ports on SQLAlchemy 2 async Core.
+"""`SqlStore`: the `RunStore`, `AgentStore` and `AgentLeases` ports on SQLAlchemy 2 async Core.
 
 A SQLite file (the default: WAL, a busy timeout, foreign keys on; each call runs in one worker
 thread) or PostgreSQL through asyncpg, chosen by URL. Every write is idempotent by id; nothing
@@ -26,6 +26,7 @@ from loopwright.engine.testing.memory import SystemClock
 
 from ._db import Database, Mode
 from ._sql_agents import SqlAgentStore
+from ._sql_leases import SqlAgentLeases
 from ._sql_runs import SqlRunStore
 from .tables import SchemaVersionError, ensure_schema
 
@@ -80,14 +81,16 @@ def normalize_url(url: str | URL) -> tuple[URL, str | None]:
     return parsed, schema
 
 
-class SqlStore(SqlRunStore, SqlAgentStore):
-    """`RunStore` and `AgentStore` on one SQL database; `open()` before use, `aclose()` after.
+class SqlStore(SqlRunStore, SqlAgentStore, SqlAgentLeases):
+    """`RunStore`, `AgentStore` and `AgentLeases` on one SQL database; `open()` before use,
+    `aclose()` after.
 
     Also an async context manager that opens and closes it.
 
     Args:
         url: `sqlite:///file.db` or `postgresql://user@host/db[?schema=NAME]`.
-        clock: time source of memory-edit timestamps (tests pass a fixed clock).
+        clock: time source of memory-edit timestamps and lease expiry (tests pass a fixed
+            clock).
     """
 
     def __init__(self, url: str | URL, *, clock: Clock | None = None) -> None:

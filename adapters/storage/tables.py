@@ -33,7 +33,7 @@ from sqlalchemy.engine import Connection
 
 from loopwright.engine.errors import LoopwrightError
 
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 """The Alembic revision this code reads and writes."""
 
 # SQLite only autoincrements an `INTEGER PRIMARY KEY` (the rowid alias), not a BIGINT one.
@@ -120,6 +120,16 @@ runs = Table(
     Column("updated_at", Double, nullable=False),
     Index("ix_runs_status", "status"),
     Index("ix_runs_key", "key"),
+)
+
+# One row per held lease (see `_sql_leases.py`). No foreign key to `agents`: an agent is
+# deleted under its own lease, and the row goes when the lease is released.
+agent_leases = Table(
+    "agent_leases",
+    metadata,
+    Column("agent_id", Text, primary_key=True),
+    Column("owner", Text, nullable=False),
+    Column("expires_at", Double, nullable=False),  # store clock seconds
 )
 
 _PG_LOCK_KEY = 0x6C6F6F70  # "loop": serialises schema changes across worker processes

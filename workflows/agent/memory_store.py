@@ -1,7 +1,8 @@
-"""`MemoryAgentStore`: the `AgentStore` port in dicts; the test fake and a usable default.
+"""`MemoryAgentStore`: the `AgentStore` and `AgentLeases` ports in dicts; the test fake and a
+usable default (its leases exclude writers of one process only).
 
-Same contract as the SQL store (tests/contracts/agent_store.py runs both). Every method runs
-without awaiting, so each is atomic with respect to other coroutines.
+Same contract as the SQL store (tests/contracts/agent_store.py and agent_leases.py run both).
+Every method runs without awaiting, so each is atomic with respect to other coroutines.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class _Entry:
 
 
 class MemoryAgentStore:
-    """An `AgentStore` in memory (lost when the process ends)."""
+    """An `AgentStore` and `AgentLeases` in memory (lost when the process ends)."""
 
     def __init__(self, *, clock: Clock | None = None) -> None:
         self._clock = clock or SystemClock()
@@ -45,6 +46,8 @@ class MemoryAgentStore:
         """The agent id of each name, by tenant."""
         self._owners: dict[str, str] = {}
         """The agent of every stored message id (ids are unique across agents, as in SQL)."""
+        self._leases: dict[str, tuple[str, float]] = {}
+        """The owner of each agent's lease and when it expires (clock seconds)."""
 
     def _entry(self, agent_id: str) -> _Entry:
         entry = self._entries.get(agent_id)
@@ -194,3 +197,26 @@ class MemoryAgentStore:
         if limit is not None:
             log = log[len(log) - limit :] if limit > 0 else []
         return list(log)
+
+    async def acquire_lease(self, agent_id: str, owner: str, ttl_s: float) -> bool:
+        """Take the agent's lease if it is free, expired or `owner`'s (see `AgentLeases`)."""
+        now = self._clock.now()
+        held = self._leases.get(agent_id)
+        if held is not None and held[0] != owner and held[1] > now:
+            return False
+        self._leases[agent_id] = (owner, now + ttl_s)
+        return True
+
+    async def renew_lease(self, agent_id: str, owner: str, ttl_s: float) -> bool:
+        """Extend `owner`'s lease; False when another owner holds it, or nobody does."""
+        held = self._leases.get(agent_id)
+        if held is None or held[0] != owner:
+            return False
+        self._leases[agent_id] = (owner, self._clock.now() + ttl_s)
+        return True
+
+    async def release_lease(self, agent_id: str, owner: str) -> None:
+        """Free the lease if `owner` holds it."""
+        held = self._leases.get(agent_id)
+        if held is not None and held[0] == owner:
+            del self._leases[agent_id]

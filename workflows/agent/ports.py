@@ -1,4 +1,4 @@
-"""Ports of the agent loop: agent storage and tools. Adapters implement them."""
+"""Ports of the agent loop: agent storage, agent leases and tools. Adapters implement them."""
 
 from __future__ import annotations
 
@@ -77,6 +77,39 @@ class AgentStore(Protocol):
         self, agent_id: str, *, limit: int | None = None, before: str | None = None
     ) -> Sequence[Message]:
         """Stored log in insertion order; `before`/`limit` page backwards from the end."""
+        ...
+
+
+class AgentLeases(Protocol):
+    """Durable per-agent leases: one writer per agent across every process sharing the store.
+
+    A lease belongs to an `owner` (a token unique to one holding) until `expires_at`, a time
+    of the store's clock; a holder that dies stops renewing, so its lease frees itself.
+
+    Contract (tests/contracts/agent_leases.py runs it on every implementation):
+    - `acquire_lease` is atomic: of concurrent callers for a free or expired lease, exactly
+      one gets it. An owner that holds the lease gets it again (extended): a retry after an
+      ambiguous failure is safe.
+    - `renew_lease` extends the lease only while `owner` still holds it, even past its expiry
+      when nobody took it over.
+    - `release_lease` frees the lease only if `owner` holds it (a late release after a
+      take-over changes nothing).
+    """
+
+    async def acquire_lease(self, agent_id: str, owner: str, ttl_s: float) -> bool:
+        """Take the agent's lease for `ttl_s` seconds if it is free, expired or `owner`'s.
+
+        Returns: whether `owner` holds the lease now."""
+        ...
+
+    async def renew_lease(self, agent_id: str, owner: str, ttl_s: float) -> bool:
+        """Extend `owner`'s lease to `ttl_s` seconds from now.
+
+        Returns: False when `owner` no longer holds it (another owner took it over)."""
+        ...
+
+    async def release_lease(self, agent_id: str, owner: str) -> None:
+        """Free the lease if `owner` holds it."""
         ...
 
 
