@@ -65,6 +65,26 @@ def _outcome_of(value: Any, state: str) -> Outcome:
     )
 
 
+async def _call(spec: HandlerSpec, ctx: RunContext, seconds: float | None) -> Any:
+    """A plain handler's return value, within `seconds` if given."""
+    if seconds is None:
+        return await spec.fn(ctx)
+    async with asyncio.timeout(seconds):
+        return await spec.fn(ctx)
+
+
+async def _within(agen: AsyncIterator[Any], seconds: float) -> AsyncGenerator[Any, None]:
+    """The items of a streaming handler, all within `seconds` (TimeoutError past them)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        async with asyncio.timeout_at(deadline):
+            try:
+                item = await anext(agen)
+            except StopAsyncIteration:
+                return
+        yield item
+
+
 class Run:
     """A started or resumed run. Iterate it once (`async for event in run`) for its events."""
 
@@ -220,16 +240,25 @@ class Run:
         timeout = None if sd.timeout_ms is None else sd.timeout_ms / 1000
         try:
             if not spec.streaming:
-                if timeout is None:
-                    value = await spec.fn(ctx)
-                else:
-                    async with asyncio.timeout(timeout):
-                        value = await spec.fn(ctx)
-                yield _outcome_of(value, ctx.state)
+                yield _outcome_of(await _call(spec, ctx, timeout), ctx.state)
                 return
-            async with aclosing(self._stream_handler(spec, ctx, timeout)) as items:
+            # The handler is iterated here, not in a generator of its own: one layer less
+            # per event on the streaming path (only a state with a timeout adds one).
+            agen = spec.fn(ctx)
+            items = agen if timeout is None else _within(agen, timeout)
+            try:
                 async for item in items:
                     yield item
+                    if type(item) is Outcome:
+                        return
+            finally:
+                if items is not agen:
+                    await items.aclose()
+                await agen.aclose()
+            raise StepError(
+                "bad_outcome",
+                f"state {ctx.state!r}: streaming handler ended without yielding an Outcome",
+            )
         except TimeoutError as err:
             raise StepError(
                 "timeout",
@@ -242,31 +271,6 @@ class Run:
             raise StepError(
                 "handler_error", f"state {ctx.state!r}: {type(err).__name__}: {err}"
             ) from err
-
-    async def _stream_handler(
-        self, spec: HandlerSpec, ctx: RunContext, limit_s: float | None
-    ) -> AsyncGenerator[Any, None]:
-        agen = spec.fn(ctx)
-        loop = asyncio.get_running_loop()
-        deadline = None if limit_s is None else loop.time() + limit_s
-        try:
-            while True:
-                if deadline is None:
-                    item = await agen.__anext__()
-                else:
-                    async with asyncio.timeout_at(deadline):
-                        item = await agen.__anext__()
-                if type(item) is Outcome:
-                    yield item
-                    return
-                yield item
-        except StopAsyncIteration:
-            raise StepError(
-                "bad_outcome",
-                f"state {ctx.state!r}: streaming handler ended without yielding an Outcome",
-            ) from None
-        finally:
-            await agen.aclose()
 
     # -- record keeping ---------------------------------------------------------------------
 

@@ -242,6 +242,7 @@ async def _delete_agent(server: Server, request: Request) -> Response:
     try:
         await server.app.store.delete_agent(agent.id)
         server.app.agents.forget(agent.id)
+        server.chat.forget(agent.id)
     finally:
         await lease.release()
     return json_response({"id": agent.id, "object": "agent", "deleted": True})

@@ -12,12 +12,13 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .agents_api import agent_routes
 from .auth import Keyring
@@ -64,9 +65,10 @@ def create_app(
     """The ASGI app over an open `App` (the caller opens and closes it). `lag_probe` serves
     the event loop's lag at `GET /_lag` (benchmarks)."""
     server = Server(app, keyring or Keyring({}), options or ServerOptions())
+    chat = _guard(server, _chat, not_found="model_not_found")
     probe = LagProbe() if lag_probe else None
     routes = [
-        *(Route(path, _guard(server, _chat), methods=["POST"]) for path in CHAT_PATHS),
+        *(Route(path, chat, methods=["POST"]) for path in CHAT_PATHS),
         *(Route(path, _guard(server, _models), methods=["GET"]) for path in MODEL_PATHS),
         Route("/healthz", _healthz, methods=["GET"]),
         *agent_routes(server),
@@ -88,17 +90,56 @@ def create_app(
             if probe is not None:
                 await probe.stop()
 
-    asgi = Starlette(routes=routes, lifespan=lifespan)
+    asgi = _Starlette(_direct(chat), routes=routes, lifespan=lifespan)
     asgi.state.server = server
     return asgi
 
 
-def _guard(server: Server, endpoint: Callable[[Server, Request], Awaitable[Response]]) -> Endpoint:
+class _Starlette(Starlette):
+    """Starlette, with `POST` on a chat path served without its middleware and router: the
+    two middleware layers would wrap the `send` of every frame of every stream. The routes
+    stay registered (a request with a `root_path` goes the usual way)."""
+
+    def __init__(self, chat: ASGIApp, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._chat = chat
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"] in CHAT_PATHS
+            and not scope.get("root_path")
+        ):
+            scope["app"] = self
+            await self._chat(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
+def _direct(endpoint: Endpoint) -> ASGIApp:
+    """An endpoint as a bare ASGI app (it catches its own errors: see `_guard`)."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        response = await endpoint(Request(scope, receive))
+        await response(scope, receive, send)
+
+    return app
+
+
+def _guard(
+    server: Server,
+    endpoint: Callable[[Server, Request], Awaitable[Response]],
+    *,
+    not_found: str = "agent_not_found",
+) -> Endpoint:
+    """`endpoint` with every error before the headers as a typed JSON body; an unknown agent
+    is `not_found` (`model_not_found` where the agent is the request's `model`)."""
+
     async def run(request: Request) -> Response:
         try:
             return await endpoint(server, request)
-        except Exception as err:  # every error before the headers gets a typed JSON body
-            not_found = "model_not_found" if request.url.path in CHAT_PATHS else "agent_not_found"
+        except Exception as err:
             return error_response(err, not_found_code=not_found)
 
     return run

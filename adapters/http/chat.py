@@ -31,7 +31,8 @@ from loopwright.schemas import (
 from loopwright.workflows.agent.errors import AgentExistsError, AgentNotFoundError
 from loopwright.workflows.agent.speech import spoken_text
 
-from ..locks import AgentLocks, BusyPolicy, Lease
+from ..locks import BusyPolicy, Lease
+from .memo import LastTurns, SessionAgents
 from .request import ChatRequest
 from .session import session_key
 from .suffix import Suffix, turn_suffix
@@ -73,6 +74,10 @@ class ServerOptions:
     """Keep-alive comment interval while no token flows (LiveKit gives up after 10 s)."""
     max_input_chars: int = 32_000
     """Largest total text of one turn's new messages."""
+    resolve_ttl_s: float = 30.0
+    """How long a session's agent, once resolved from `model`, is reused without looking the
+    model up again (the agent itself is read afresh every turn): a template deleted by
+    another process stops serving its live sessions here within this time."""
 
 
 class Turn:
@@ -87,6 +92,7 @@ class Turn:
         replay: Sequence[Event] = (),
         run_id: str,
         tenant: str,
+        key: str | None = None,
     ) -> None:
         self.agent = agent
         self.lease = lease
@@ -95,6 +101,8 @@ class Turn:
         self._replay = replay
         self.run_id = run_id
         self.tenant = tenant
+        self.key = key
+        """The turn key (retry detection)."""
         self.heard = False
         """Whether any text or client tool call has gone out to the client."""
         self.acted = False
@@ -127,22 +135,42 @@ class ChatService:
     def __init__(self, app: App, options: ServerOptions | None = None) -> None:
         self.app = app
         self.options = options or ServerOptions()
-        self.locks = AgentLocks(policy=self.options.busy_policy, wait_s=self.options.busy_wait_s)
         self.live: dict[str, Turn] = {}
         """Turns in progress by run id (for `POST /v1/runs/{id}/cancel`)."""
+        self.sessions = SessionAgents(self.options.resolve_ttl_s)
+        """Which agent each (tenant, model, session) resolved to."""
+        self.last_turns = LastTurns()
+        """The last turn run here per agent (spares the retry check its query)."""
+
+    def forget(self, agent_id: str) -> None:
+        """Forget what is remembered about an agent or template that was deleted."""
+        self.sessions.forget(agent_id)
+        self.last_turns.forget(agent_id)
 
     async def agent_for(self, tenant: str, model: str, session: str) -> Agent:
-        """The agent `model` names, or the session's agent made from the template it names.
+        """The agent `model` names, or the session's agent made from the template it names;
+        possibly as it was when first resolved (read it again under its lease).
 
         Raises: AgentNotFoundError."""
+        key = (tenant, model, session)
+        now = self.app.engine.clock.now()
+        known = self.sessions.get(key, now)
+        if known is not None:
+            return known
+        agent, template = await self._resolve(tenant, model, session)
+        self.sessions.put(key, agent, template=template, now=now)
+        return agent
+
+    async def _resolve(self, tenant: str, model: str, session: str) -> tuple[Agent, str | None]:
+        """The agent and the id of the template it was made from (None: no template)."""
         store = self.app.store
         agent: Agent = await store.get_agent(model, tenant=tenant)
         if not agent.is_template:
-            return agent
+            return agent, None
         name = f"{agent.name}~{_short_hash(session)}"
         try:
             found: Agent = await store.get_agent(name, tenant=tenant)
-            return found
+            return found, agent.id
         except AgentNotFoundError:
             pass
         blocks = (await store.load_context(agent.id)).blocks
@@ -156,22 +184,32 @@ class ChatService:
         )
         try:
             created: Agent = await store.create_agent(fresh, blocks)
-            return created
+            return created, agent.id
         except AgentExistsError:  # another request of the same session created it first
             again: Agent = await store.get_agent(name, tenant=tenant)
-            return again
+            return again, agent.id
 
     async def open(self, tenant: str, headers: Mapping[str, str], req: ChatRequest) -> Turn:
         """Resolve, take the agent's lease and start (or replay) the turn.
 
         Raises: AgentNotFoundError, AgentBusyError, TurnTooLargeError."""
         session = session_key(headers, req)
+        try:
+            return await self._open(tenant, session, req)
+        except _GoneError:  # deleted since it was resolved: resolve the model again, once
+            self.sessions.drop((tenant, req.model, session))
+            return await self._open(tenant, session, req)
+
+    async def _open(self, tenant: str, session: str, req: ChatRequest) -> Turn:
         agent = await self.agent_for(tenant, req.model, session)
-        lease = await self.locks.acquire(agent.id)
+        opts = self.options
+        lease = await self.app.locks.acquire(
+            agent.id, policy=opts.busy_policy, wait_s=opts.busy_wait_s
+        )
         try:
             turn = await self._start(tenant, agent, session, req, lease)
         except BaseException:
-            lease.release()
+            await lease.release()
             raise
         self.live[turn.run_id] = turn
         return turn
@@ -183,24 +221,35 @@ class ChatService:
                 await self.app.agents.discard_turn(turn.agent.id, turn.run_id)
                 _log.info("turn %s abandoned before its first token: discarded", turn.run_id)
         finally:
+            self._note(turn)  # before the release: the agent's next turn reads it
             self.live.pop(turn.run_id, None)
-            turn.lease.release()
+            await turn.lease.release()
 
     async def _start(
         self, tenant: str, agent: Agent, session: str, req: ChatRequest, lease: Lease
     ) -> Turn:
         app = self.app
-        agent = await app.store.get_agent(agent.id)  # fresh version, under the lease
+        try:
+            agent = await app.store.get_agent(agent.id)  # fresh version, under the lease
+        except AgentNotFoundError as err:
+            raise _GoneError(agent.id) from err
         cached = await app.agents.context(agent)
         suffix = turn_suffix(cached.context.messages, req.messages)
         _check_size(suffix, self.options.max_input_chars)
         key = _turn_key(agent.id, session, suffix)
-        previous = await self._replayable(agent, key)
+        fresh = self.last_turns.surely_new(agent, key)
+        previous = None if fresh else await self._replayable(agent, key)
         if previous is not None:
             record, events = previous
             _log.info("turn %s repeated within the window: replayed", record.id)
             return Turn(
-                agent=agent, lease=lease, run=None, replay=events, run_id=record.id, tenant=tenant
+                agent=agent,
+                lease=lease,
+                run=None,
+                replay=events,
+                run_id=record.id,
+                tenant=tenant,
+                key=key,
             )
         run_id = app.engine.ids.new_id("run")
         ids = input_ids(agent.id, session, suffix.anchor, suffix.messages)
@@ -214,7 +263,17 @@ class ChatService:
             turn_key=key,
             request=dict(req.extra),
         )
-        return Turn(agent=agent, lease=lease, run=run, run_id=run_id, tenant=tenant)
+        return Turn(agent=agent, lease=lease, run=run, run_id=run_id, tenant=tenant, key=key)
+
+    def _note(self, turn: Turn) -> None:
+        """Remember the turn as the agent's last, with the agent's version after it; forget
+        the agent's last turn when that version is not known for sure."""
+        if turn.run is None or turn.key is None:
+            return  # a replay: the agent's newest run is still the one remembered
+        cached = self.app.agents.cached(turn.agent.id)
+        ended = turn.run.record.status in _ENDED
+        version = cached.version if cached is not None and ended else None
+        self.last_turns.ran(turn.agent.id, turn.key, version)
 
     def _params(self, agent: Agent, req: ChatRequest) -> dict[str, Any]:
         declared = self.app.workflow(agent.workflow).params
@@ -233,13 +292,21 @@ class ChatService:
             return None
         if self.app.engine.clock.now() - record.created_at > self.options.turn_window_s:
             return None
-        if record.status not in ("finished", "background", "cancelled", "failed"):
+        if record.status not in _ENDED:
             return None  # still running elsewhere: the lease makes this a stale record
         messages = await self.app.store.find_messages(agent.id, run_id=record.id)
         client = tuple(_tool_names(inputs.get("client_tools") or ()))
         pre_exec = bool(record.params.get("pre_exec_msg", True))
         events = replay_events(messages, record, pre_exec=pre_exec, client_tools=client)
         return (record, events) if events is not None else None
+
+
+class _GoneError(AgentNotFoundError):
+    """The resolved agent was deleted before its lease was taken (resolve the model again)."""
+
+
+_ENDED = frozenset({"finished", "background", "cancelled", "failed"})
+"""Run statuses after which the record is written for good (nothing runs it any more)."""
 
 
 def _tool_names(entries: Sequence[Any]) -> list[str]:

@@ -284,10 +284,30 @@ def _messages(data: Mapping[str, Any]) -> tuple[WireMessage, ...]:
         role = _PLAIN_ROLES.get(sent) if type(sent) is str else None
         content = item.get("content") if role else None
         if role and item.keys() <= _PLAIN_KEYS and (content is None or type(content) is str):
-            out.append(WireMessage(role=role, content=content))
+            out.append(_plain(role, content))
         else:
             out.append(_message(item, f"messages[{i}]", legacy))
     return tuple(out)
+
+
+_SEEN: dict[tuple[Role, str | None], WireMessage] = {}
+"""Role-and-text messages already built: a client sends its whole transcript every turn, so
+most of a request's messages came in the requests before (a WireMessage is immutable)."""
+_SEEN_MAX = 4096
+_SEEN_TEXT = 2048
+"""Longer texts are built afresh, so the memo stays within a few megabytes."""
+
+
+def _plain(role: Role, content: str | None) -> WireMessage:
+    key = (role, content)
+    message = _SEEN.get(key)
+    if message is None:
+        message = WireMessage(role=role, content=content)
+        if content is None or len(content) <= _SEEN_TEXT:
+            if len(_SEEN) >= _SEEN_MAX:
+                del _SEEN[next(iter(_SEEN))]  # the oldest
+            _SEEN[key] = message
+    return message
 
 
 def _message(raw: object, where: str, legacy: _LegacyCalls) -> WireMessage:

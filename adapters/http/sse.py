@@ -10,14 +10,15 @@ a text delta costs one `orjson.dumps` of its text and two byte concatenations.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from typing import Any
 
 import orjson
 
 from loopwright.schemas import ClientToolCall, Event, RunFailed, RunFinished, TextDelta, Usage
+
+from .keepalive import PING, KeepAlive
 
 __all__ = [
     "DONE",
@@ -37,8 +38,6 @@ _log = logging.getLogger(__name__)
 
 DONE = b"data: [DONE]\n\n"
 """The last frame of every stream."""
-PING = b": ping\n\n"
-"""A comment frame: keeps proxies and clients from timing out an idle stream; clients skip it."""
 
 FINISH_REASONS: Mapping[str, str] = {
     "final": "stop",
@@ -177,14 +176,14 @@ _CANCELLED = "the run was cancelled before it finished; retry the request"
 _NO_TERMINAL = "the run ended without a terminal event; retry the request"
 
 
-def _end(turn: _Turn, enc: ChunkEncoder, event: RunFinished, include_usage: bool) -> list[bytes]:
+def _end(turn: _Turn, enc: ChunkEncoder, event: RunFinished, include_usage: bool) -> bytes:
+    # The closing frames in one piece: one write to the socket, not three.
     if event.stop_reason == "cancelled":
-        return [error_frame(_CANCELLED, "cancelled"), DONE]
-    frames = [enc.finish(turn.finish_reason(event.stop_reason))]
+        return error_frame(_CANCELLED, "cancelled") + DONE
+    finish = enc.finish(turn.finish_reason(event.stop_reason))
     if include_usage:
-        frames.append(enc.usage(turn.usage()))
-    frames.append(DONE)
-    return frames
+        return finish + enc.usage(turn.usage()) + DONE
+    return finish + DONE
 
 
 def _tool_frame(turn: _Turn, enc: ChunkEncoder, event: ClientToolCall) -> bytes:
@@ -200,7 +199,9 @@ async def encode_stream(
     id: str,
     created: int,
 ) -> AsyncIterator[bytes]:
-    """The SSE frames of one run's events; reading stops at the terminal event.
+    """The SSE frames of one run's events; reading stops at the terminal event. The closing
+    frames (final chunk, usage, `[DONE]`; or an error frame and `[DONE]`) come as one piece,
+    the last, ending with `DONE`.
 
     Raises `ValueError` for a bad `id` before the first frame. Cancellation and `aclose()`
     propagate (and close `events`); every other exception becomes an error frame.
@@ -219,19 +220,15 @@ async def encode_stream(
             elif isinstance(event, ClientToolCall):
                 yield _tool_frame(turn, enc, event)
             elif isinstance(event, RunFinished):
-                for frame in _end(turn, enc, event, include_usage):
-                    yield frame
+                yield _end(turn, enc, event, include_usage)
                 return
             elif isinstance(event, RunFailed):
-                yield error_frame(event.message, event.code)
-                yield DONE
+                yield error_frame(event.message, event.code) + DONE
                 return
-        yield error_frame(_NO_TERMINAL, "incomplete_run")
-        yield DONE
+        yield error_frame(_NO_TERMINAL, "incomplete_run") + DONE
     except Exception as err:
         _log.exception("completion %s: the run's event stream failed", id)
-        yield error_frame(_internal_message(err), _internal_code(err))
-        yield DONE
+        yield error_frame(_internal_message(err), _internal_code(err)) + DONE
     finally:
         await _close(source)
 
@@ -319,63 +316,3 @@ def _completion(
         "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": reason}],
         "usage": turn.usage(),
     }
-
-
-class KeepAlive:
-    """Sends `PING` through `send` whenever no frame went out for `interval` seconds.
-
-    `async with KeepAlive(response.write) as keep:` then `await keep.send(frame)` for every
-    frame. A ping never goes out while a frame is being sent; `send` must accept whole frames
-    from two tasks (aiohttp's `StreamResponse.write` does). A failed ping stops the pings
-    silently: the next frame's send reports the broken connection.
-    """
-
-    __slots__ = ("_busy", "_interval", "_last", "_send", "_task", "pings")
-
-    def __init__(self, send: Callable[[bytes], Awaitable[object]], *, interval: float = 15.0):
-        if interval <= 0:
-            raise ValueError(f"keep-alive interval must be positive, got {interval}")
-        self._send = send
-        self._interval = interval
-        self._last = 0.0
-        self._busy = False
-        self._task: asyncio.Task[None] | None = None
-        self.pings = 0
-        """Pings sent so far."""
-
-    async def __aenter__(self) -> KeepAlive:
-        self._last = asyncio.get_running_loop().time()
-        self._task = asyncio.create_task(self._tick(), name="sse-keepalive")
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait([task])
-            if not task.cancelled() and task.exception() is not None:
-                # Retrieved here; a broken connection also fails the next frame's send.
-                _log.debug("keep-alive ping failed: %r", task.exception())
-
-    async def send(self, frame: bytes) -> None:
-        """Send one frame (and postpone the next ping)."""
-        self._busy = True
-        try:
-            await self._send(frame)
-        finally:
-            self._busy = False
-            self._last = asyncio.get_running_loop().time()
-
-    async def _tick(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if self._busy:  # a slow frame: look again soon rather than ping beside it
-                await asyncio.sleep(self._interval / 4)
-                continue
-            wait = self._last + self._interval - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-                continue
-            self._last = loop.time()
-            await self._send(PING)
-            self.pings += 1

@@ -13,7 +13,8 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
-from .sse import KeepAlive
+from .keepalive import KeepAlive
+from .sse import DONE
 
 __all__ = ["SSE_HEADERS", "SSEResponse"]
 
@@ -31,7 +32,8 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class SSEResponse:
-    """Sends `frames` as a `text/event-stream` body.
+    """Sends `frames` as a `text/event-stream` body; a frame ending with `data: [DONE]` is
+    the last one (the frames are not read further).
 
     `on_close(disconnected)` runs once the frames are closed, outside any cancellation:
     `disconnected` tells whether the client left before the stream ended.
@@ -77,6 +79,10 @@ class SSEResponse:
 
         async with KeepAlive(body, interval=self._ping_s) as keep:
             async for frame in self._frames:
+                if frame.endswith(DONE):
+                    # Nothing follows `[DONE]`: the body ends with it, in the same write.
+                    await send({"type": "http.response.body", "body": frame, "more_body": False})
+                    return
                 await keep.send(frame)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 

@@ -75,7 +75,7 @@ def turn_suffix(stored: Sequence[Message], transcript: Sequence[WireMessage]) ->
     With no copy found, a new agent (nothing stored) takes the whole transcript but its leading
     system messages, adopting a client's greeting; otherwise the input follows the client's
     last assistant message (or the leading system messages, when it has none)."""
-    pair = _anchor_pair(stored, transcript)
+    pair = _aligned_pair(stored, transcript) or _anchor_pair(stored, transcript)
     anchor = truncated = None
     if pair is not None:
         start = pair.client + 1
@@ -123,6 +123,28 @@ def _after_leading_system(transcript: Sequence[WireMessage]) -> int:
 def _cut(target: _Target, message: WireMessage) -> str:
     kept = len(_norm(message.content))
     return next(mid for end, mid in target.ends if end > kept)
+
+
+def _aligned_pair(stored: Sequence[Message], transcript: Sequence[WireMessage]) -> _Pair | None:
+    """The pair `_anchor_pair` finds, in one pass, in the usual case: the client's assistant
+    messages are, in order, copies (same text) of as many newest stored ones. A chain never
+    holds two pairs of one client message, so this chain of them all is a longest one; every
+    longest chain then ends at the client's last assistant message, and none can end on a
+    newer reply than the newest. None: not that case (`_anchor_pair` decides)."""
+    client = [i for i, m in enumerate(transcript) if m.role == "assistant"]
+    replies = [p for p, m in enumerate(stored) if m.role == "assistant"]
+    if not client or len(client) > len(replies):
+        return None
+    for i, position in zip(client, replies[len(replies) - len(client) :], strict=True):
+        sent, kept = transcript[i].content, stored[position].content
+        if not sent or sent.isspace():
+            return None  # blank: it matches no reply by text
+        if sent != kept and _norm(sent) != _norm(kept):  # equal text: equal once normalised
+            return None
+    last = replies[-1]
+    text = _norm(stored[last].content)
+    # What `_Index.matches` gives there: the message itself comes before any turn it ends.
+    return _Pair(client[-1], _Target(last, text, ((len(text), stored[last].id),)), False)
 
 
 def _anchor_pair(stored: Sequence[Message], transcript: Sequence[WireMessage]) -> _Pair | None:
