@@ -7,7 +7,7 @@ from typing import Any
 
 from loopwright.schemas import Limits, ParamValue, RetryPolicy
 
-from .errors import ParamError, StepError
+from .errors import LLMError, ParamError, StepError
 
 _MAX_RETRY_AFTER_S = 120.0
 
@@ -24,9 +24,12 @@ def retry_delay(
         return None
     if emitted and policy.before_output_only:
         return None
+    if isinstance(err, LLMError) and not err.retryable:
+        return None  # the provider said so (an exhausted quota is a 429 too)
     backoff = min(policy.backoff_ms * 2 ** (attempt - 1), policy.max_backoff_ms) / 1000
     if err.retry_after is not None:
-        if err.retry_after > _MAX_RETRY_AFTER_S:
+        # A wait longer than the policy's own cap is reported rather than waited for.
+        if err.retry_after > min(_MAX_RETRY_AFTER_S, policy.max_backoff_ms / 1000):
             return None
         return max(err.retry_after, 0.0)
     return float(backoff)

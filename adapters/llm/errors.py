@@ -88,6 +88,16 @@ def stream_broken(detail: str) -> LLMError:
     return llm_error("stream_error", detail, retryable=True)
 
 
+def truncated() -> LLMError:
+    """The body ended without `[DONE]` and without any `finish_reason`: it was cut short."""
+    return llm_error(
+        "stream_error",
+        "the body ended without `data: [DONE]` and without a finish_reason: the stream was "
+        "cut short, or was not an SSE stream",
+        retryable=True,
+    )
+
+
 def stream_timeout(seconds: float | None, started: bool) -> LLMError:
     """No byte (or no next byte) within the timeout."""
     what = "next chunk" if started else "first byte"

@@ -57,6 +57,9 @@ class RecordedRequest:
     """Headers, names lower-cased."""
     body: Any
     """The parsed JSON body (None for GET)."""
+    at: float
+    """When it arrived, on the event loop's monotonic clock (`loop.time()`): the gap between
+    two requests bounds the client's retry wait from below."""
 
 
 def replay(source: Path | str | bytes, *, read_size: int | None = None) -> Response:
@@ -147,6 +150,7 @@ class FakeOpenAIServer:
                 query=dict(request.query),
                 headers=headers,
                 body=body,
+                at=asyncio.get_running_loop().time(),
             )
         )
 

@@ -9,6 +9,13 @@ yielded as the provider sent them. `transport="sdk"` keeps the whole request ins
 errors; it reads bytes into our SSE decoder rather than `iter_lines()`, which decodes with
 `errors="replace"` (invalid UTF-8 would pass silently) and splits lines at U+2028 like
 `str.splitlines` (a JSON string may hold that character raw).
+
+Where a stream ends: at `data: [DONE]`, or at a clean EOF after a chunk that carried a
+`finish_reason` (a provider that omits `[DONE]` has still said it was done). A body that ends
+with neither was cut short (corpus 22: the connection closed mid-answer, no finish, no usage,
+no `[DONE]`), and so was a body that was not an SSE stream at all: both raise `stream_error`,
+so the loop retries when nothing was shown yet and otherwise keeps the partial answer marked
+incomplete, instead of storing half an answer as if it were whole.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from .errors import (
     stream_broken,
     stream_timeout,
     timeout_exception,
+    truncated,
 )
 from .sse import SSEDecoder
 
@@ -146,7 +154,8 @@ class OpenAILLM:
         """Stream a chat completion; always asks for usage (`stream_options.include_usage`).
 
         Raises: LLMError (taxonomy code) on an error status, a timeout, an error event or an
-        error object in a chunk, a malformed chunk or a broken connection.
+        error object in a chunk, a malformed chunk, a broken connection, or a body that ends
+        with neither `[DONE]` nor a `finish_reason` (`stream_error`: cut short).
         """
         options = dict(body.get("stream_options") or {})
         options["include_usage"] = True
@@ -210,7 +219,7 @@ class OpenAILLM:
         response, data = await self._open(url, headers, orjson.dumps(body))
         content = response.content
         decoder = SSEDecoder()
-        clean = False
+        clean = finished = False
         try:
             while data:
                 for event, frame in decoder.feed(data):
@@ -220,6 +229,8 @@ class OpenAILLM:
                     if chunk is _END:
                         clean = content.at_eof()
                         return
+                    if not finished:
+                        finished = _finishes(chunk)
                     yield chunk
                 try:
                     data = await content.readany()
@@ -230,10 +241,14 @@ class OpenAILLM:
             for event, frame in decoder.close():
                 chunk = _chunk(event, frame, orjson.loads)
                 if chunk is _END:
-                    break
+                    clean = True
+                    return
                 if chunk is not None:
+                    finished = finished or _finishes(chunk)
                     yield chunk
-            clean = True
+            clean = True  # the body was read to its end: the connection is reusable
+            if not finished:
+                raise truncated()
         finally:
             # A response read to its end keeps its connection; anything else aborts it.
             if clean:
@@ -260,12 +275,14 @@ class OpenAILLM:
                 sdk_exc = timeout_exception(url)
                 raise error_from_sdk(sdk_exc) from sdk_exc
             decoder = SSEDecoder()
+            finished = False
             while data:
                 for event, frame in decoder.feed(data):
                     chunk = _chunk(event, frame, json.loads)
                     if chunk is _END:
                         return
                     if chunk is not None:
+                        finished = finished or _finishes(chunk)
                         yield chunk
                 data = await _read_sdk(reads, self._read_timeout)
             for event, frame in decoder.close():
@@ -273,7 +290,10 @@ class OpenAILLM:
                 if chunk is _END:
                     return
                 if chunk is not None:
+                    finished = finished or _finishes(chunk)
                     yield chunk
+            if not finished:
+                raise truncated()
 
     # -- non-streaming and lifecycle --------------------------------------------------------
 
@@ -328,6 +348,16 @@ def _chunk(event: str | None, data: bytes, loads: Callable[[bytes], Any]) -> dic
     if error:
         raise llm_error_for(None, error)
     return chunk
+
+
+def _finishes(chunk: dict[str, Any]) -> bool:
+    """Whether a chunk carries a `finish_reason` (read until one has; never validates)."""
+    choices = chunk.get("choices")
+    if choices.__class__ is list:
+        for choice in choices:  # a plain loop: a generator costs twice as much per chunk
+            if choice.__class__ is dict and choice.get("finish_reason"):
+                return True
+    return False
 
 
 async def _read_sdk(reads: AsyncIterator[bytes], seconds: float) -> bytes:

@@ -221,14 +221,13 @@ class PythonToolbox:
         return self._result(name, result)
 
     def _result(self, name: str, result: object) -> ToolOutput:
-        if isinstance(result, str):
-            return ToolOutput(status="ok", content=_truncate(result, self._max_chars))
         try:
-            text = _to_json(result)
-        except (TypeError, ValueError) as err:
+            # `str.__str__` is the plain text of a str subclass, without running its methods.
+            text = str.__str__(result) if isinstance(result, str) else _to_json(result)
+        except Exception as err:  # the result's own code (model_dump, __len__) may raise anything
             return self._error(
                 f"tool {name!r} returned a {type(result).__name__}, which is not "
-                f"JSON-serialisable ({err}); the tool must return text or JSON data"
+                f"JSON-serialisable ({_describe(err)}); the tool must return text or JSON data"
             )
         return ToolOutput(status="ok", content=_truncate(text, self._max_chars))
 

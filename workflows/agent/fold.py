@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from attrs import frozen
 
-from loopwright.engine.llm_errors import llm_error_for
+from loopwright.engine.llm_errors import llm_error, llm_error_for
 from loopwright.schemas import ToolCall
 
 
@@ -103,8 +103,19 @@ class StreamFold:
         text, which the user must hear as it is stored.
 
         Raises: LLMError if the chunk carries an `error` object (the adapter raises first;
-        this guards LLM implementations that pass such chunks on).
+        this guards LLM implementations that pass such chunks on), or `stream_error` for a
+        chunk of the wrong shape (valid JSON, not a chunk), so the loop keeps what was heard.
         """
+        try:
+            return self._add(chunk)
+        except (AttributeError, TypeError, KeyError, IndexError) as err:
+            raise llm_error(
+                "stream_error",
+                f"the provider sent a chunk of an unexpected shape ({type(err).__name__}: {err})",
+                retryable=True,
+            ) from None
+
+    def _add(self, chunk: Mapping[str, Any]) -> str:
         if self.fragments:
             self.fragments = _NONE
         if self.started:
@@ -114,6 +125,8 @@ class StreamFold:
             raise llm_error_for(None, error)
         usage = chunk.get("usage")
         if usage:
+            if not isinstance(usage, Mapping):
+                raise TypeError(f"usage is {type(usage).__name__}, not an object")
             self.usage = usage
         if self.response_id is None:
             self._identify(chunk)

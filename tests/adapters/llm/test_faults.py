@@ -23,7 +23,9 @@ from loopwright.engine.testing.chunks import (
     Status,
     content_chunk,
     error_chunk,
+    finish_chunk,
     role_chunk,
+    usage_chunk,
 )
 
 from .conftest import collect, open_llm
@@ -83,7 +85,22 @@ CASES = {
     "reset mid-stream": Case(
         steps=(*HEAD, Reset()), code="stream_error", retryable=True, streamed=2
     ),
-    "cut without DONE": Case(steps=(*HEAD, Cut()), code=None, streamed=2),
+    # Where a stream ends (openai_llm's docstring): [DONE], or EOF after a finish_reason.
+    "cut without DONE or finish": Case(
+        steps=(*HEAD, Cut()), code="stream_error", retryable=True, streamed=2
+    ),
+    "cut after the finish chunk": Case(
+        steps=(*HEAD, finish_chunk("stop"), Cut()), code=None, streamed=3
+    ),
+    "cut after finish and usage": Case(
+        steps=(*HEAD, finish_chunk("stop"), usage_chunk(3, 2), Cut()), code=None, streamed=4
+    ),
+    "empty 200 body": Case(steps=(Cut(),), code="stream_error", retryable=True),
+    "not an SSE body": Case(
+        steps=(RawBytes(b'{"id": "chatcmpl-1", "choices": []}\n'), Cut()),
+        code="stream_error",
+        retryable=True,
+    ),
     "malformed JSON": Case(
         steps=(*HEAD, Malformed()), code="stream_error", retryable=True, streamed=2
     ),
@@ -140,9 +157,21 @@ CASES = {
 }
 
 
+TRUNCATED = {"cut without DONE or finish", "empty 200 body", "not an SSE body"}
+"""Cases where the scripted LLM still ends quietly (engine/testing/scripted_llm.py has no
+truncation rule yet): the OpenAI adapter reports them, so the loop never stores half an
+answer as whole."""
+
+
 @pytest.mark.parametrize("name", list(CASES))
-async def test_fault(kind: str, name: str) -> None:
+async def test_fault(kind: str, name: str, request: pytest.FixtureRequest) -> None:
     case = CASES[name]
+    if kind == "scripted" and name in TRUNCATED:
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True, reason="ScriptedLLM treats EOF without finish or [DONE] as whole"
+            )
+        )
     async with open_llm(kind, [Response(steps=case.steps)]) as llm:
         chunks, error = await collect(llm)
     assert chunks == [s for s in case.steps if isinstance(s, dict)][: case.streamed]

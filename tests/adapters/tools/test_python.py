@@ -254,6 +254,56 @@ async def test_an_unserialisable_result_is_an_error() -> None:
         assert "not JSON-serialisable" in out.content
 
 
+class _BrokenModel:
+    def model_dump(self, mode: str = "json") -> object:
+        raise RuntimeError("broken model")
+
+
+class _Text(str):
+    def __len__(self) -> int:
+        raise RuntimeError("no length")
+
+
+def _nested(depth: int) -> list[object]:
+    value: list[object] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def _cycle() -> list[object]:
+    value: list[object] = []
+    value.append(value)
+    return value
+
+
+@pytest.mark.parametrize(
+    ("make", "why"),
+    [
+        (_BrokenModel, "RuntimeError: broken model"),
+        (_cycle, "ValueError: Circular reference"),
+        (lambda: _nested(100_000), "RecursionError"),
+    ],
+)
+async def test_a_result_that_raises_while_encoded_is_an_error_not_an_exception(
+    make: Any, why: str
+) -> None:
+    def odd() -> object:
+        return make()
+
+    out = await toolbox(odd).call("odd", {})
+    assert out.status == "error"
+    assert "not JSON-serialisable" in out.content and why in out.content
+
+
+async def test_a_str_subclass_is_returned_as_its_plain_text() -> None:
+    def text() -> str:
+        return _Text("plain words")
+
+    out = await toolbox(text).call("text", {})
+    assert (out.status, out.content, type(out.content)) == ("ok", "plain words", str)
+
+
 async def test_timeout_of_an_async_tool() -> None:
     box = toolbox(tool(timeout=0.05)(slow))
     started = time.perf_counter()
