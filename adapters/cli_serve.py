@@ -104,6 +104,7 @@ async def _serve(args: argparse.Namespace, keyring: Any) -> None:
         busy_wait_s=args.busy_wait,
         ping_s=args.ping,
         max_input_chars=args.max_input_chars,
+        tool_modules=tuple(args.allow_tools),
     )
     async with await App.open() as app:
         asgi = create_app(app, keyring=keyring, options=options, lag_probe=_lag_probe_on())

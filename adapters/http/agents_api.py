@@ -173,6 +173,7 @@ async def _create_agent(server: Server, request: Request) -> Response:
         raise ApiError(400, "two blocks have the same label", code="invalid_block", param="blocks")
     for block in spec.blocks:
         _check_block(block.value, block.limit)
+    _check_trusted(spec, server.chat.options.tool_modules)
     app = server.app
     _check_workflow_params(app, spec)
     agent = Agent(
@@ -195,6 +196,28 @@ async def _create_agent(server: Server, request: Request) -> Response:
     except (ImportError, LookupError, ValueError, TypeError) as err:  # won't load
         raise ApiError(400, f"the agent cannot be created: {err}", code="invalid_agent") from None
     return json_response(agent_json(created), status=201)
+
+
+def _check_trusted(spec: AgentSpec, allowed: tuple[str, ...]) -> None:
+    """Workflow files and tool modules are the operator's configuration, not a client's."""
+    workflow = spec.workflow
+    if any(c in workflow for c in "/\\") or workflow.endswith((".toml", ".yaml", ".yml", ".json")):
+        raise ApiError(
+            400,
+            "`workflow` names a packaged workflow here; agents on workflow files are created by "
+            "the operator (`loopwright agent create --workflow FILE`)",
+            code="invalid_agent",
+            param="workflow",
+        )
+    refused = [t for t in spec.tools if t not in allowed]
+    if refused:
+        raise ApiError(
+            400,
+            f"tool module {refused[0]!r} is not allowed on this server; the operator allows "
+            "modules with `loopwright serve --allow-tools MODULE`",
+            code="invalid_agent",
+            param="tools",
+        )
 
 
 def _check_workflow_params(app: Any, spec: AgentSpec) -> None:

@@ -74,6 +74,9 @@ class ServerOptions:
     """Keep-alive comment interval while no token flows (LiveKit gives up after 10 s)."""
     max_input_chars: int = 32_000
     """Largest total text of one turn's new messages."""
+    tool_modules: tuple[str, ...] = ()
+    """Tool modules an API client may name in an agent's `tools` (`--allow-tools`): creating
+    an agent imports them, so a client never picks code the operator did not allow."""
     resolve_ttl_s: float = 30.0
     """How long a session's agent, once resolved from `model`, is reused without looking the
     model up again (the agent itself is read afresh every turn): a template deleted by

@@ -117,6 +117,10 @@ async def test_agents_crud_blocks_and_messages(tmp_path: Path) -> None:
         ({"name": "a~b"}, "invalid_name"),
         ({"name": "ok", "blocks": [{"label": "h", "value": "xx", "limit": 1}]}, "block_too_long"),
         ({"name": "ok", "workflow": "no_such_workflow"}, "invalid_agent"),
+        ({"name": "ok", "workflow": "/etc/passwd"}, "invalid_agent"),
+        ({"name": "ok", "workflow": "mine.toml"}, "invalid_agent"),
+        ({"name": "ok", "tools": ["os"]}, "invalid_agent"),
+        ({"name": "ok", "params": {"nope": 1}}, "invalid_agent"),
     ],
 )
 async def test_bad_agent_bodies_are_typed_400s(
@@ -245,3 +249,17 @@ def test_keyring_configuration(tmp_path: Path) -> None:
     assert Keyring({}).tenant(None) == ""
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3") and not is_loopback("")
+
+
+async def test_only_allowed_tool_modules_can_be_given_over_http(tmp_path: Path) -> None:
+    from loopwright.adapters.http.chat import ServerOptions
+
+    options = ServerOptions(tool_modules=("loopwright.adapters.tools.demo",))
+    async with live_server(tmp_path, [], keyring=KEYS, options=options) as live:
+        made = await create(live, {"name": "w", "tools": ["loopwright.adapters.tools.demo"]})
+        assert made["tools"] == ["loopwright.adapters.tools.demo"]
+        refused = await request(
+            "POST", f"{live.base_url}/agents", {"name": "x", "tools": ["subprocess"]}, headers=ACME
+        )
+        assert refused.status == 400
+        assert refused.json()["error"]["param"] == "tools"

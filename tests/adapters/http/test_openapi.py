@@ -46,6 +46,7 @@ from starlette.routing import Route
 
 from loopwright.adapters.http.app import create_app
 from loopwright.adapters.http.auth import Keyring
+from loopwright.adapters.http.chat import ServerOptions
 from loopwright.adapters.llm.fake_server import demo_responder
 from loopwright.adapters.wiring import App, Settings
 from loopwright.engine.testing.chunks import Delay, Response, content_chunk, role_chunk
@@ -74,6 +75,7 @@ AUTHORIZATIONS = (ACME,) * 7 + ("Bearer key-globex", None, "Bearer nope", "Basic
 HOLD = "hold the line"
 """A user message the fake LLM answers slowly, so that a run is still going when cancelled."""
 SAFE_TOOLS = ("loopwright.adapters.tools.demo", "no_such_module_for_openapi_tests")
+OPTIONS = ServerOptions(tool_modules=SAFE_TOOLS)  # both allowed: one loads, one does not
 """`tools` names modules the server imports: the fuzzer must never name arbitrary ones."""
 # Checks this test cannot satisfy by design: the fuzzer names missing agents and runs on
 # purpose (valid requests answered 404), and the stateful checks re-send requests that the
@@ -355,7 +357,9 @@ async def test_server_matches_the_document(
     tmp_path: Path, operation: Operation, mode: GenerationMode
 ) -> None:
     async with (
-        live_server(tmp_path, _responder, keyring=KEYS, agents=AGENTS, blocks=BLOCKS) as live,
+        live_server(
+            tmp_path, _responder, keyring=KEYS, agents=AGENTS, blocks=BLOCKS, options=OPTIONS
+        ) as live,
         contextlib.AsyncExitStack() as stack,
     ):
         held = None
@@ -405,7 +409,9 @@ _BLOCK = "/v1/agents/{agent}/blocks/{label}"
     ],
 )
 async def test_requests_the_fuzzer_rarely_makes(tmp_path: Path, case: AnyCase) -> None:
-    async with live_server(tmp_path, _responder, keyring=KEYS, agents=AGENTS) as live:
+    async with live_server(
+        tmp_path, _responder, keyring=KEYS, agents=AGENTS, options=OPTIONS
+    ) as live:
         await asyncio.to_thread(_exchange, case, live.root)
 
 
@@ -417,6 +423,6 @@ async def test_agent_params_are_checked_when_the_agent_is_created(
     turn = _case(
         "POST", "/v1/chat/completions", chat_body([{"role": "user", "content": "hi"}], model="p")
     )
-    async with live_server(tmp_path, _responder, keyring=KEYS) as live:
+    async with live_server(tmp_path, _responder, keyring=KEYS, options=OPTIONS) as live:
         if await asyncio.to_thread(_exchange, create, live.root) == 201:
             assert await asyncio.to_thread(_exchange, turn, live.root) == 200
