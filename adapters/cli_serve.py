@@ -53,6 +53,13 @@ def add_parser(sub: Any) -> None:
     )
     serve.add_argument("--max-input-chars", type=int, default=32_000, metavar="N")
     serve.add_argument(
+        "--allow-tools",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="a tool module API clients may give agents (repeatable)",
+    )
+    serve.add_argument(
         "--ping",
         type=float,
         default=5.0,

@@ -87,3 +87,32 @@ async def test_serve_answers_a_turn(tmp_path: Path) -> None:
         finally:
             proc.terminate()
             await proc.wait()
+
+
+def test_serve_parses_every_option() -> None:
+    from loopwright.adapters.cli import build_parser
+
+    args = build_parser().parse_args(
+        [
+            "serve",
+            "--allow-tools",
+            "a.b",
+            "--allow-tools",
+            "c",
+            "--busy-policy",
+            "reject",
+            "--turn-window",
+            "9",
+            "--max-input-chars",
+            "10",
+            "--ping",
+            "2",
+        ]
+    )
+    assert args.allow_tools == ["a.b", "c"]
+    assert (args.busy_policy, args.turn_window, args.max_input_chars, args.ping) == (
+        "reject",
+        9.0,
+        10,
+        2.0,
+    )
