@@ -48,12 +48,28 @@ def add_parsers(sub: Any) -> None:
     demo.add_argument("-m", "--message", default="What's the weather in Paris?")
     demo.set_defaults(func=cmd_demo)
 
-    runs = sub.add_parser("runs", help="list runs")
-    runs.add_argument("--unfinished", action="store_true")
-    runs.add_argument("--limit", type=int, default=50)
+    runs = sub.add_parser(
+        "runs",
+        help="list runs, newest first: one per line, its id first",
+        description="One run per line, tab-separated, no header: id, workflow, status, state, "
+        "stop reason, key (`-` when none).",
+    )
+    runs.add_argument(
+        "--unfinished", action="store_true", help="only runs to resume (running or background)"
+    )
+    runs.add_argument(
+        "--limit", type=int, default=None, help="at most N runs (default: 50; all unfinished)"
+    )
     runs.set_defaults(func=cmd_runs)
-    resume = sub.add_parser("resume", help="resume an unfinished run")
-    resume.add_argument("run_id")
+    resume = sub.add_parser(
+        "resume",
+        help="resume unfinished runs (exit 0 when they finish, 1 when one fails)",
+        description="Continue each run from its last checkpoint, one after the other, "
+        "streaming its text; the run's lease moves to this process, so a worker still writing "
+        "it is fenced off. Every unfinished run: "
+        "`loopwright runs --unfinished | cut -f1 | xargs loopwright resume`.",
+    )
+    resume.add_argument("run_ids", nargs="+", metavar="RUN_ID")
     resume.set_defaults(func=cmd_resume)
 
 
@@ -202,11 +218,16 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return _with_app(chat)
 
 
+_EVERY = 1 << 62
+"""`--unfinished` lists every run to resume: a bound no store reaches."""
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     """`loopwright runs [--unfinished]`: one run per line, its id first, no header."""
+    limit = args.limit if args.limit is not None else _EVERY if args.unfinished else 50
 
     async def runs(app: Any) -> int:
-        for rec in await app.store.list_runs(unfinished=args.unfinished, limit=args.limit):
+        for rec in await app.store.list_runs(unfinished=args.unfinished, limit=limit):
             print(
                 f"{rec.id}\t{rec.workflow}\t{rec.status}\t{rec.state}\t"
                 f"{rec.stop_reason or '-'}\t{rec.key or '-'}"
@@ -217,16 +238,53 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    """`loopwright resume RUN_ID`: exit 0 when the run finishes, 1 when it fails."""
+    """`loopwright resume RUN_ID...`: exit 0 when every run finishes, 1 when one fails or
+    cannot be resumed (unknown, already ended, its workflow not found); the others still run."""
 
     async def resume(app: Any) -> int:
-        rec = await app.store.load(args.run_id)
-        if rec is None:
-            return _fail(f"no run {args.run_id!r}; list them with `loopwright runs --unfinished`")
-        run = await app.engine.resume(args.run_id)
-        return await print_run(run, as_json=False, out=sys.stdout)
+        code = 0
+        for run_id in args.run_ids:
+            code = max(code, await _resume_one(app, run_id))
+        return code
 
     return _with_app(resume)
+
+
+async def _resume_one(app: Any, run_id: str) -> int:
+    from loopwright.engine import LoopwrightError
+
+    try:
+        rec = await app.store.load(run_id)
+        if rec is None:
+            return _fail(f"no run {run_id!r}; list them with `loopwright runs --unfinished`")
+        problem = await _load_workflow(app, rec)
+        if problem is not None:
+            return _fail(problem)
+        run = await app.engine.resume(run_id)
+    except LoopwrightError as err:
+        return _fail(f"run {run_id!r}: {err}")
+    return await print_run(run, as_json=False, out=sys.stdout)
+
+
+async def _load_workflow(app: Any, rec: Any) -> str | None:
+    """Load the workflow of an agent's run when it is not the packaged loop (a copy the agent
+    names by path): the run record keeps only the workflow's name, the agent keeps the file.
+    Returns what is wrong when it cannot be found."""
+    try:
+        app.engine.workflow(rec.workflow)
+        return None
+    except LookupError:
+        pass
+    named = "no agent"
+    if rec.key:
+        agent = await app.store.get_agent(rec.key)
+        named = f"its agent names {agent.workflow!r}"
+        if app.workflow(agent.workflow).name == rec.workflow:
+            return None
+    return (
+        f"run {rec.id!r} runs workflow {rec.workflow!r}, which is not packaged ({named}); "
+        "restore the workflow file the run started with, then resume it again"
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

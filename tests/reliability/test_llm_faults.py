@@ -148,11 +148,6 @@ async def test_a_fault_before_output_is_retried_after_its_wait(tmp_path: Path, n
     await _retried_once(tmp_path, BEFORE[name], "aiohttp")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="workflows/low_latency_agent.toml: `stream_error` is missing from the stream "
-    "state's retry.on, so a reset or a broken chunk before the first token fails the turn",
-)
 @pytest.mark.parametrize("name", list(STREAM_ERRORS))
 async def test_a_broken_stream_before_output_is_retried(tmp_path: Path, name: str) -> None:
     await _retried_once(tmp_path, STREAM_ERRORS[name], "aiohttp")

@@ -144,8 +144,9 @@ def tool_message(ctx: RunContext, data: TurnData, call: ToolCall, content: str) 
 
 
 async def store_now(ctx: RunContext, data: TurnData, messages: Sequence[Message]) -> None:
-    """Store a step a barge-in cut off (the caller shields this from the cancellation), with
-    the turn's input first at step 0: the next turn then runs on what the client heard."""
+    """Store this step's messages now, with the turn's input first at step 0: a step a
+    barge-in cut off (the caller shields this from the cancellation), so the next turn runs on
+    what the client heard; or the assistant message recording the intent to run its calls."""
     svc = services(ctx)
     inputs = await inputs_of(ctx, data) if data.step == 0 else ()
     await settle_input_write(svc, ctx.run_id, inputs)

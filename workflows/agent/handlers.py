@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import attrs
 
 from loopwright.engine import Outcome, RunContext, handler
-from loopwright.schemas import Message, ToolCallStarted, ToolResult
+from loopwright.schemas import Message, ToolCall, ToolCallStarted, ToolResult
 
 from ._common import (
     cached,
@@ -29,6 +30,8 @@ from .tools import ToolRun
 from .turn import TurnData
 
 __all__ = ["execute_tools", "persist", "rebuild_memory", "request", "stream"]
+
+_log = logging.getLogger("loopwright.agent")
 
 
 @handler(outcomes=["next"])
@@ -84,16 +87,19 @@ async def execute_tools(ctx: RunContext) -> AsyncIterator[Any]:
     """Run the agent's own calls (concurrently) and answer every one, errors included; the
     client's calls are not run here (the stream sent them to the client).
 
-    A barge-in stores the step at once, with an answer for every call (the result of a call
-    that finished, an error for the others), so the next turn runs on a valid context.
+    A non-idempotent call runs at most once, crashes included: see `_lost_calls`. A barge-in
+    stores the step at once, with an answer for every call (the result of a call that
+    finished, an error for the others), so the next turn runs on a valid context.
     """
     svc, data = services(ctx), ctx.data
     message = data.assistant
     assert message is not None, "execute_tools runs after stream made an assistant message"
     agent = (await cached(svc, data.agent_id)).context.agent
     own, _ = split_calls(message.tool_calls, await client_tool_names(ctx, data))
+    once = svc.once_tools(agent)
     step = ToolRun(own)
     try:
+        step.mark_lost(await _lost_calls(ctx, data, [c for c in own if c.name in once]))
         for call in own:
             yield ToolCallStarted(call.id, call.name, call.arguments)
         await step.run(svc.toolbox(agent))
@@ -103,6 +109,36 @@ async def execute_tools(ctx: RunContext) -> AsyncIterator[Any]:
         await asyncio.shield(store_now(ctx, data, [message, *_answers(ctx, data, step)]))
         raise
     yield Outcome("next", data=attrs.evolve(data, tool_messages=tuple(_answers(ctx, data, step))))
+
+
+async def _lost_calls(ctx: RunContext, data: TurnData, once: Sequence[ToolCall]) -> list[str]:
+    """Record the intent to run the step's non-idempotent calls, or find that an earlier
+    attempt did: the ids of the calls whose result a crash lost (they must not run again).
+
+    The record is the step's assistant message, stored (idempotently, after the turn's input)
+    before any of them starts; their results are only ever stored after it. So an attempt
+    that finds it stored follows one that may have run them and died before its checkpoint.
+    No write for a step without such calls, and no read on a first attempt in the process
+    that streamed the calls.
+    """
+    svc, message = services(ctx), data.assistant
+    if message is None:
+        return []
+    first = svc.first_attempt(ctx.run_id, message.id)
+    if not once:
+        return []
+    recorded = not first and bool(await svc.store.find_messages(data.agent_id, ids=[message.id]))
+    if not recorded:
+        await store_now(ctx, data, [message])
+        return []
+    lost = [call.id for call in once]
+    _log.warning(
+        "run %s: the results of %s were lost in a crash; the model is told, the calls are not "
+        "run again (their tools are not idempotent)",
+        ctx.run_id,
+        lost,
+    )
+    return lost
 
 
 def _answers(ctx: RunContext, data: TurnData, step: ToolRun) -> list[Message]:

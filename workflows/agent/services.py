@@ -51,8 +51,10 @@ class AgentServices:
         self._toolboxes: dict[tuple[str, tuple[str, ...]], Toolbox] = {}
         self._tools: dict[tuple[str, tuple[str, ...], bool, bool], list[dict[str, Any]]] = {}
         self._names: dict[tuple[str, tuple[str, ...]], frozenset[str]] = {}
+        self._once: dict[tuple[str, tuple[str, ...]], frozenset[str]] = {}
         self.input_writes: dict[str, asyncio.Task[Any]] = {}
         self._fresh: dict[str, Agent] = {}
+        self._streamed: dict[str, str] = {}
 
     def prime(self, run_id: str, agent: Agent) -> None:
         """Hand a run the agent its caller has just read, saving rebuild_memory a query."""
@@ -63,6 +65,20 @@ class AgentServices:
     def fresh(self, run_id: str) -> Agent | None:
         """The primed agent of a run, once."""
         return self._fresh.pop(run_id, None)
+
+    def streamed(self, run_id: str, message_id: str) -> None:
+        """Note that this process has just streamed the calls of `message_id`: none of them
+        can have run yet, so execute_tools needs no look at the store for an earlier attempt."""
+        self._streamed[run_id] = message_id
+        if len(self._streamed) > _MAX_PRIMED:  # runs that stopped before execute_tools
+            del self._streamed[next(iter(self._streamed))]
+
+    def first_attempt(self, run_id: str, message_id: str) -> bool:
+        """True once after `streamed(run_id, message_id)`: the calls' first attempt, here.
+
+        False after a resume, in a step driven by another process (`advance`), or on a
+        second attempt: an earlier attempt may have run the calls."""
+        return self._streamed.pop(run_id, None) == message_id
 
     async def context(self, agent: Agent) -> CachedContext:
         """The agent's context, reloaded only when its version moved."""
@@ -130,6 +146,16 @@ class AgentServices:
         names = self._names.get(key)
         if names is None:
             names = self._names[key] = frozenset(s.name for s in self.toolbox(agent).specs())
+        return names
+
+    def once_tools(self, agent: Agent) -> frozenset[str]:
+        """Names of the agent's tools that are not idempotent: each call runs at most once,
+        crashes included (tools are not idempotent unless marked)."""
+        key = (agent.id, agent.tools)
+        names = self._once.get(key)
+        if names is None:
+            specs = self.toolbox(agent).specs()
+            names = self._once[key] = frozenset(s.name for s in specs if not s.idempotent)
         return names
 
     async def discard_turn(self, agent_id: str, run_id: str) -> None:

@@ -90,6 +90,8 @@ async def stream(ctx: RunContext) -> AsyncIterator[Any]:
         step = [message, *_cut_off(ctx, data, own)]
         await asyncio.shield(store_now(ctx, data, step))
         raise
+    if own:
+        svc.streamed(ctx.run_id, message.id)
     yield _streamed(data, message, result, speech, own=own, theirs=theirs)
 
 

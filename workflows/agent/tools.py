@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from loopwright.schemas import ToolCall, ToolOutput
 
@@ -44,6 +44,14 @@ async def _one(toolbox: Toolbox, call: ToolCall) -> ToolOutput:
 CANCELLED = "cancelled: the user interrupted before this call finished"
 """The result of a call cut off by a barge-in (the model may call it again)."""
 
+LOST = (
+    "the result of this call was lost in a crash: the action may or may not have happened; "
+    "check whether it did before calling it again"
+)
+"""The result of a non-idempotent call whose process died while it ran (it is not run again)."""
+
+_LOST_OUTPUT = ToolOutput(status="error", content=LOST)
+
 
 class ToolRun:
     """One step's calls, run concurrently; what finished is known even when the run is
@@ -55,13 +63,22 @@ class ToolRun:
         self._calls = tuple(calls)
         self._outputs: dict[int, ToolOutput] = {}
 
+    def mark_lost(self, ids: Collection[str]) -> None:
+        """Answer these calls with the `LOST` error and never run them: an earlier attempt
+        may have run them (their intent was recorded, their result was not)."""
+        for i, call in enumerate(self._calls):
+            if call.id in ids:
+                self._outputs[i] = _LOST_OUTPUT
+
     async def run(self, toolbox: Toolbox) -> None:
-        """Run every call; cancelling this cancels the calls still running."""
+        """Run every call not lost; cancelling this cancels the calls still running."""
 
         async def one(position: int, call: ToolCall) -> None:
             self._outputs[position] = await _one(toolbox, call)
 
-        await asyncio.gather(*(one(i, call) for i, call in enumerate(self._calls)))
+        await asyncio.gather(
+            *(one(i, call) for i, call in enumerate(self._calls) if i not in self._outputs)
+        )
 
     def answers(self) -> list[tuple[ToolCall, ToolOutput, str]]:
         """(call, output, message content) per call, in call order; a call that has not
