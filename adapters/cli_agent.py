@@ -41,6 +41,13 @@ def add_parsers(sub: Any) -> None:
     chat.add_argument("name")
     chat.add_argument("-m", "--message", default=None)
     chat.add_argument("--json", action="store_true", help="one JSON object per event")
+    chat.add_argument(
+        "--max-input-chars",
+        type=int,
+        default=32_000,
+        metavar="N",
+        help="refuse a longer message before storing or sending it",
+    )
     chat.set_defaults(func=cmd_chat)
 
     demo = sub.add_parser("demo", help="run a tool-calling turn with no key and no network")
@@ -197,11 +204,18 @@ async def print_run(run: Any, *, as_json: bool, out: TextIO, show_states: bool =
 def cmd_chat(args: argparse.Namespace) -> int:
     """`loopwright chat NAME [-m TEXT] [--json]`."""
 
+    async def one(app: Any, text: str) -> int:
+        if len(text) > args.max_input_chars:
+            return _fail(
+                f"the message holds {len(text)} characters, more than --max-input-chars "
+                f"{args.max_input_chars}; nothing was stored or sent"
+            )
+        async with app.hold(args.name) as agent:  # one writer per agent, as the server
+            return await print_run(await app.turn(agent, text), as_json=args.json, out=sys.stdout)
+
     async def chat(app: Any) -> int:
         if args.message is not None:
-            return await print_run(
-                await app.turn(args.name, args.message), as_json=args.json, out=sys.stdout
-            )
+            return await one(app, args.message)
         await app.store.get_agent(args.name)
         code = 0
         while True:
@@ -211,9 +225,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 print()
                 return code
             if text.strip():
-                code = await print_run(
-                    await app.turn(args.name, text), as_json=args.json, out=sys.stdout
-                )
+                code = await one(app, text)
 
     return _with_app(chat)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .python import tool
+
 _FORECASTS = {
     "paris": ("light rain", 14),
     "london": ("overcast", 12),
@@ -10,6 +12,7 @@ _FORECASTS = {
 }
 
 
+@tool(idempotent=True)  # a lookup: safe to repeat after a crash, no intent record needed
 def get_weather(city: str) -> dict[str, object]:
     """Look up today's weather for a city.
 

@@ -105,11 +105,6 @@ async def test_a_turn_at_the_limit_is_stored_whole_and_one_past_it_is_refused(
         assert len(live.llm.requests) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="adapters/cli_agent.py `chat` has no input limit: a message of any size is stored "
-    "and sent (the HTTP server has --max-input-chars)",
-)
 async def test_the_cli_refuses_an_oversized_message_before_storing_it(tmp_path: Path) -> None:
     database = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
     async with FakeOpenAIServer([text_reply("Too long to read.")]) as upstream:
