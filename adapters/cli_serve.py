@@ -99,10 +99,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace, keyring: Any) -> None:
-    import uvicorn
-
     from .http.app import create_app
     from .http.chat import ServerOptions
+    from .http.serving import serving
     from .wiring import App
 
     options = ServerOptions(
@@ -115,24 +114,9 @@ async def _serve(args: argparse.Namespace, keyring: Any) -> None:
     )
     async with await App.open() as app:
         asgi = create_app(app, keyring=keyring, options=options, lag_probe=_lag_probe_on())
-        config = uvicorn.Config(
-            asgi,
-            host=args.host,
-            port=args.port,
-            loop="none",
-            http="httptools",
-            lifespan="on",
-            log_level="warning",
-            access_log=False,
-        )
-        server = uvicorn.Server(config)
-        task = asyncio.create_task(server.serve())
-        while not server.started and not task.done():  # noqa: ASYNC110 (uvicorn has only a flag)
-            await asyncio.sleep(0.01)
-        if server.started:
-            host, port = server.servers[0].sockets[0].getsockname()[:2]
-            print(f"loopwright serving on http://{host}:{port}/v1", file=sys.stderr, flush=True)
-        await task
+        async with serving(asgi, host=args.host, port=args.port) as server:
+            print(f"loopwright serving on {server.root}/v1", file=sys.stderr, flush=True)
+            await server.wait()
 
 
 def _lag_probe_on() -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import attrs
 import cattrs
 import orjson
 from attrs import field, frozen
@@ -25,20 +24,9 @@ from .errors import ApiError, error_response, json_response
 if TYPE_CHECKING:
     from .app import Server
 
-__all__ = ["AgentSpec", "BlockSpec", "agent_routes"]
+__all__ = ["AgentSpec", "agent_routes"]
 
 _MAX_PAGE = 200
-
-
-@frozen(kw_only=True)
-class BlockSpec:
-    """A memory block in a create or update body."""
-
-    label: str
-    value: str = ""
-    limit: int = 5000
-    read_only: bool = False
-    description: str = ""
 
 
 @frozen(kw_only=True)
@@ -51,7 +39,7 @@ class AgentSpec:
     workflow: str = "low_latency_agent"
     tools: tuple[str, ...] = ()
     params: Mapping[str, bool | int | float | str] = field(factory=dict)
-    blocks: tuple[BlockSpec, ...] = ()
+    blocks: tuple[Block, ...] = ()
     template: bool = False
 
 
@@ -188,9 +176,8 @@ async def _create_agent(server: Server, request: Request) -> Response:
         is_template=spec.template,
         created_at=app.engine.clock.now(),
     )
-    blocks = [Block(**attrs.asdict(b)) for b in spec.blocks]
     try:
-        created = await app.create_agent(agent, blocks)
+        created = await app.create_agent(agent, spec.blocks)
     except AgentExistsError:
         raise
     except (ImportError, LookupError, ValueError, TypeError) as err:  # won't load

@@ -7,7 +7,6 @@ and the project's fake OpenAI-compatible server. Clients are real: the `openai` 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
@@ -15,12 +14,12 @@ from typing import Any
 
 import aiohttp
 import orjson
-import uvicorn
 from attrs import frozen
 
 from loopwright.adapters.http.app import create_app
 from loopwright.adapters.http.auth import Keyring
 from loopwright.adapters.http.chat import ServerOptions
+from loopwright.adapters.http.serving import serving
 from loopwright.adapters.llm.fake_server import FakeOpenAIServer
 from loopwright.adapters.wiring import App, Settings
 from loopwright.engine.testing.chunks import Script
@@ -64,29 +63,9 @@ async def live_server(
             for agent in agents:
                 await app.create_agent(agent, blocks)
             asgi = create_app(app, keyring=keyring, options=options, lag_probe=lag_probe)
-            config = uvicorn.Config(
-                asgi,
-                host="127.0.0.1",
-                port=0,
-                loop="none",
-                http="httptools",
-                lifespan="on",
-                log_level="warning",
-                access_log=False,
-            )
-            server = uvicorn.Server(config)
-            task = asyncio.create_task(server.serve())
-            while not server.started:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.005)
-            port = server.servers[0].sockets[0].getsockname()[1]
-            root = f"http://127.0.0.1:{port}"
-            try:
+            async with serving(asgi) as server:
+                root = server.root
                 yield Live(base_url=f"{root}/v1", root=root, app=app, llm=llm)
-            finally:
-                server.should_exit = True
-                await task
         finally:
             await app.aclose()
 

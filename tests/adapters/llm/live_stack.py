@@ -8,16 +8,13 @@ uvicorn (httptools) in the test's loop, the ASGI app, a real store, the fake Ope
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
-
-import uvicorn
 
 from loopwright.adapters.http.app import create_app
 from loopwright.adapters.http.chat import ServerOptions
+from loopwright.adapters.http.serving import serving
 from loopwright.adapters.llm.fake_server import FakeOpenAIServer
 from loopwright.adapters.llm.openai_llm import OpenAILLM, Transport
 from loopwright.adapters.wiring import App, Settings
@@ -56,33 +53,8 @@ async def live_stack(
         try:
             for agent in agents:
                 await app.create_agent(agent)
-            async with _uvicorn(create_app(app, options=options)) as root:
+            async with serving(create_app(app, options=options)) as server:
+                root = server.root
                 yield Live(base_url=f"{root}/v1", root=root, app=app, llm=upstream)
         finally:
             await app.aclose()
-
-
-@contextlib.asynccontextmanager
-async def _uvicorn(asgi: Any) -> AsyncIterator[str]:
-    config = uvicorn.Config(
-        asgi,
-        host="127.0.0.1",
-        port=0,
-        loop="none",
-        http="httptools",
-        lifespan="on",
-        log_level="warning",
-        access_log=False,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.005)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
